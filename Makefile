@@ -1,0 +1,30 @@
+# masklite — one entry point per job. See README.md for the environment variables.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+
+.PHONY: setup serve test test-fast lint bench build-models studies robustness-report reliability
+
+setup:  ## create .venv/ with the service, training and dev dependencies
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[train,dev]'
+
+serve:  ## run the service with the shipped models on $MASKLITE_HOST:$MASKLITE_PORT (default 0.0.0.0:8000)
+	$(PY) -m service
+
+test:   ## the full suite, as CI runs it
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-fast:  ## skip docker, browser and slow tests
+	$(PY) -m pytest -m "not docker and not browser and not slow"
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench:  ## classifier + pipeline + HTTP benchmarks; prints tables, writes benchmarks/
+	$(PY) -m service.bench
+
+build-models:  ## prepare -> train -> export -> evaluate, writes models/
+	$(PY) -m training build

@@ -1,0 +1,12 @@
+"""masklite core: the pieces that training and the service share (no TensorFlow, no web framework).
+
+One definition of each thing:
+    card.py        the model card (labels, preprocessing, files, metrics) and its sha256 checks
+    image.py       bytes -> RGB uint8 array (EXIF, grey, RGBA, palette, 16-bit; bomb check before decode)
+    faces.py       the YuNet face detector and the face crop with margin
+    preprocess.py  crop -> model input tensor, exactly as the card says
+    classifier.py  a LiteRT interpreter around one .tflite file (float32 or int8)
+    pipeline.py    image -> faces -> labels, the whole inference path in one short function
+"""
+
+__version__ = "0.1.0"

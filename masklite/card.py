@@ -1,0 +1,95 @@
+"""The model card: the single source of truth for labels, preprocessing and the shipped files.
+
+Training writes it, the service reads it, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from masklite.paths import sha256_file
+
+CARD_FILENAME = "model_card.json"
+MASK_LABEL = "with_mask"
+
+
+class InputSpec(BaseModel):
+    """How a face crop becomes the model input: x = pixel * scale + offset, in `color` channel order."""
+
+    size: tuple[int, int] = Field(description="[height, width] of the model input")
+    color: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 1.0 / 127.5
+    offset: float = -1.0
+
+
+class DetectorSpec(BaseModel):
+    name: str = "yunet"
+    file: str = "face_detection_yunet_2023mar.onnx"
+    sha256: str | None = None
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.3
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    sha256: str
+    bytes: int
+    precision: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "masklite-mobilenetv2"
+    version: str = "0"
+    labels: list[str]
+    input: InputSpec
+    crop_margin: float = Field(ge=0.0, le=1.0, description="box grown by this fraction of its side, per side")
+    detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    models: dict[str, ModelEntry]
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    splits: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def mask_index(self) -> int:
+        return self.labels.index(MASK_LABEL)
+
+    def model_path(self, models_dir: Path, precision: str) -> Path:
+        return models_dir / self.models[precision].file
+
+
+def load_card(models_dir: Path) -> ModelCard:
+    return ModelCard.model_validate(json.loads((models_dir / CARD_FILENAME).read_text()))
+
+
+def save_card(card: ModelCard, models_dir: Path) -> Path:
+    path = models_dir / CARD_FILENAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+class ChecksumError(ValueError):
+    pass
+
+
+def verify_model_file(card: ModelCard, models_dir: Path, precision: str) -> Path:
+    """Return the model path after checking it exists and matches the card's sha256."""
+    entry = card.models[precision]
+    path = models_dir / entry.file
+    if not path.is_file():
+        raise FileNotFoundError(f"model file for {precision!r} missing: {path}")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise ChecksumError(f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)")
+    return path

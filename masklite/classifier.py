@@ -1,0 +1,62 @@
+"""One .tflite classifier on LiteRT. The only place a model is loaded and run, for every precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+class Classifier:
+    """A LiteRT interpreter around one model. Not thread-safe: one instance per worker thread.
+
+    Takes float32 inputs (already normalised by `preprocess`) and returns float32 probabilities,
+    quantising and dequantising at the edges when the model has int8 input/output.
+    """
+
+    def __init__(self, model: Path | str | bytes, num_threads: int = 1):
+        if isinstance(model, bytes):
+            self._interpreter = Interpreter(model_content=model, num_threads=num_threads)
+            self.name = "<in-memory>"
+        else:
+            self._interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+            self.name = Path(model).name
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
+        self.num_classes = int(self._output["shape"][-1])
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.input_dtype == np.int8 else "float32"
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float32 -> (N, num_classes) float32 probabilities."""
+        out = np.empty((len(batch), self.num_classes), dtype=np.float32)
+        for i, x in enumerate(batch):
+            out[i] = self._run_one(x)
+        return out
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input["index"], _quantize(x[None], self._input))
+        self._interpreter.invoke()
+        return _dequantize(self._interpreter.get_tensor(self._output["index"])[0], self._output)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale

@@ -1,0 +1,83 @@
+"""Face detection (YuNet through cv2.FaceDetectorYN) and the face crop that training and serving share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# YuNet is fastest and most accurate on frames of a few hundred pixels; bigger images are shrunk first.
+DETECT_MAX_SIDE = 640
+# A face that fills the whole frame (a selfie, a tight dataset crop) is often missed: retry on the
+# image surrounded by this much replicated border.
+CLOSEUP_PAD = 0.3
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x, y, w, h in original-image pixels
+    score: float
+
+
+class FaceDetector:
+    """YuNet. Not thread-safe: give each worker thread its own instance."""
+
+    def __init__(self, model_path: Path | str, score_threshold: float = 0.6, nms_threshold: float = 0.3):
+        self.model_path = str(model_path)
+        self.score_threshold = score_threshold
+        self._net = cv2.FaceDetectorYN.create(self.model_path, "", (320, 320), score_threshold, nms_threshold)
+
+    def detect(self, rgb: np.ndarray, min_face: int = 0) -> list[Face]:
+        """Faces in an RGB image, best first; retries with a border when nothing is found."""
+        faces = self._detect_scaled(rgb, pad=0.0)
+        if not faces:
+            faces = self._detect_scaled(rgb, pad=CLOSEUP_PAD)
+        faces = [f for f in faces if min(f.box[2], f.box[3]) >= min_face]
+        return sorted(faces, key=lambda f: f.score, reverse=True)
+
+    def _detect_scaled(self, rgb: np.ndarray, pad: float) -> list[Face]:
+        height, width = rgb.shape[:2]
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        px, py = int(round(width * pad)), int(round(height * pad))
+        if pad:
+            bgr = cv2.copyMakeBorder(bgr, py, py, px, px, cv2.BORDER_REPLICATE)
+        scale = min(1.0, DETECT_MAX_SIDE / max(bgr.shape[:2]))
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, rows = self._net.detect(bgr)
+        if rows is None:
+            return []
+        faces = []
+        for row in rows:
+            x, y, w, h = (float(v) / scale for v in row[:4])
+            x, y = x - px, y - py
+            box = _clip_box(x, y, w, h, width, height)
+            if box is not None:
+                faces.append(Face(box=box, score=float(row[-1])))
+        return faces
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def crop_box(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The square region around a face box, grown by `margin` of its longer side on each side, clipped."""
+    x, y, w, h = box
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
+    x1, y1 = min(width, int(round(cx + side / 2))), min(height, int(round(cy + side / 2)))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def crop_face(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+    x, y, w, h = crop_box(box, margin, rgb.shape[1], rgb.shape[0])
+    return rgb[y : y + h, x : x + w]

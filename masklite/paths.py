@@ -1,0 +1,61 @@
+"""Where external assets live. Nothing here hard-codes ../shared: paths come from flags or env vars."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+
+# Official YuNet release (opencv_zoo); byte-identical to the file in ../shared/weights.
+YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
+YUNET_URL = (
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/" + YUNET_FILENAME
+)
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+
+ENV_DATA_DIR = "MASKLITE_DATA_DIR"
+ENV_BACKBONE_WEIGHTS = "MASKLITE_BACKBONE_WEIGHTS"
+ENV_DETECTOR_PATH = "MASKLITE_DETECTOR_PATH"
+ENV_SCENES_DIR = "MASKLITE_SCENES_DIR"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def resolve_detector_path(explicit: Path | str | None = None, download_to: Path | None = None) -> Path:
+    """Find the YuNet ONNX file: explicit path, then $MASKLITE_DETECTOR_PATH, then an optional download.
+
+    The download only happens when `download_to` is given (a machine with internet); the file is
+    sha256-pinned so a tampered or truncated download is refused.
+    """
+    candidate = Path(explicit) if explicit else env_path(ENV_DETECTOR_PATH)
+    if candidate is not None:
+        if not candidate.is_file():
+            raise FileNotFoundError(f"face detector not found at {candidate}")
+        return candidate
+    if download_to is None:
+        raise FileNotFoundError(f"no face detector: set {ENV_DETECTOR_PATH} to the YuNet .onnx file")
+    target = download_to / YUNET_FILENAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".part")
+        urllib.request.urlretrieve(YUNET_URL, tmp)  # noqa: S310 - fixed https URL, pinned below
+        if sha256_file(tmp) != YUNET_SHA256:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"downloaded {YUNET_URL} does not match the pinned sha256")
+        tmp.rename(target)
+    return target

@@ -1,0 +1,66 @@
+"""The whole inference path, image -> faces -> labels, as one short function."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from masklite.card import ModelCard
+from masklite.classifier import Classifier
+from masklite.faces import FaceDetector, crop_face
+from masklite.preprocess import preprocess
+
+NO_DETECTOR_WARNING = "face detector unavailable: the whole image was classified as one face"
+
+
+@dataclass
+class FacePrediction:
+    box: tuple[int, int, int, int]
+    detector_score: float | None
+    label: str
+    mask_probability: float
+
+
+@dataclass
+class Prediction:
+    faces: list[FacePrediction]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def predict_faces(
+    rgb: np.ndarray,
+    card: ModelCard,
+    classifier: Classifier,
+    detector: FaceDetector | None,
+    detect_faces: bool = True,
+    min_face: int = 0,
+) -> Prediction:
+    """Find faces (or take the whole image), crop with the card's margin, classify each crop."""
+    height, width = rgb.shape[:2]
+    warnings: list[str] = []
+    t0 = time.perf_counter()
+    if detect_faces and detector is not None:
+        found = detector.detect(rgb, min_face=min_face)
+        boxes = [f.box for f in found]
+        scores: list[float | None] = [f.score for f in found]
+        crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
+    else:
+        if detect_faces:
+            warnings.append(NO_DETECTOR_WARNING)
+        boxes, scores, crops = [(0, 0, width, height)], [None], [rgb]
+    t1 = time.perf_counter()
+    probs = classifier.predict(preprocess(crops, card.input)) if crops else np.zeros((0, len(card.labels)))
+    t2 = time.perf_counter()
+    faces = [
+        FacePrediction(
+            box=box,
+            detector_score=score,
+            label=card.labels[int(np.argmax(p))],
+            mask_probability=float(p[card.mask_index]),
+        )
+        for box, score, p in zip(boxes, scores, probs, strict=True)
+    ]
+    return Prediction(faces, {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}, warnings)
