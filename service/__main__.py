@@ -1,0 +1,42 @@
+"""`python -m service`: run the API with uvicorn on $MASKLITE_HOST:$MASKLITE_PORT."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+import uvicorn
+
+from service.log import configure_logging, uvicorn_log_config
+from service.metrics import MULTIPROC_ENV
+from service.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    common: dict = dict(
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(settings.log_level),
+        access_log=False,  # our middleware logs each request with its request id
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    if settings.workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    if not os.environ.get(MULTIPROC_ENV):
+        # several processes: Prometheus values go through files that /metrics sums over the workers
+        folder = tempfile.mkdtemp(prefix="masklite-prom-")
+        os.environ[MULTIPROC_ENV] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""create_app(): the FastAPI application. Routers plug in with one `include_router` line each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from masklite import __version__
+from service.errors import ErrorResponse, install_error_handlers
+from service.middleware import RequestContextMiddleware
+from service.routers import health, models, predict
+from service.routers import metrics as metrics_router
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger("masklite.service")
+
+DESCRIPTION = """Face-mask detection on a small CPU: YuNet finds faces, a MobileNetV2 (LiteRT, int8 or
+float32) labels each one `with_mask` / `without_mask`.
+
+Every error is `{"error": {"code", "message", "request_id"}}`; every response carries `X-Request-ID`.
+Overload and not-ready answer 503 with `Retry-After`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # load in the background: /health/live answers at once, /health/ready turns 200 when warmed up
+        app.state.load_task = asyncio.create_task(asyncio.to_thread(runtime.load))
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="masklite", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    # added last = outermost: every response, CORS preflights included, gets a request id and is counted
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log
+    )
+
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(predict.router)
+    app.include_router(metrics_router.router)
+
+    app.openapi = _openapi_with_envelope(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_envelope(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents 422 as its own HTTPValidationError; ours is the error envelope. Rewrite it."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        ref = "#/components/schemas/ErrorResponse"
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorResponse" not in components:
+            components["ErrorResponse"] = ErrorResponse.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            for name, sub in components["ErrorResponse"].pop("$defs", {}).items():
+                components.setdefault(name, sub)
+        for path_item in schema.get("paths", {}).values():
+            for op in path_item.values():
+                resp = op.get("responses", {}).get("422")
+                if resp and "HTTPValidationError" in str(resp):
+                    resp["content"] = {"application/json": {"schema": {"$ref": ref}}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    return openapi

@@ -1,0 +1,117 @@
+"""One pure-ASGI middleware for every request: request id, body limit, access log, HTTP metrics.
+
+Pure ASGI (not BaseHTTPMiddleware) to keep the per-request overhead to a few microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+from service.errors import ApiError
+from service.log import request_id_var
+
+log = logging.getLogger("masklite.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# polled by probes and scrapers: logged at debug level only
+_QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, access_log: bool = True):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        rid = ""
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER and _VALID_ID.match(value):
+                rid = value.decode()
+            elif name == b"content-length":
+                content_length = value
+        rid = rid or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        status = 500
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID_HEADER]
+                headers.append(rid_header)
+                message["headers"] = headers
+            await send(message)
+
+        limit = self.max_body_bytes
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        try:
+            too_big = False
+            if content_length is not None:
+                try:
+                    too_big = int(content_length) > limit
+                except ValueError:
+                    too_big = False
+            if too_big:
+                # refuse before reading a byte of the body
+                await _send_413(send_wrapper, rid, limit)
+            else:
+                await self.app(scope, receive_with_limit, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - t0
+            metrics.HTTP_REQUESTS.labels(path, scope["method"], str(status)).inc()
+            metrics.HTTP_LATENCY.labels(path).observe(elapsed)
+            if self.access_log:
+                level = logging.DEBUG if path in _QUIET_ROUTES and status < 400 else logging.INFO
+                if log.isEnabledFor(level):
+                    log.log(level, "%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1e3)
+            request_id_var.reset(token)
+
+
+def _too_large(limit: int) -> ApiError:
+    metrics.REJECTIONS.labels("body_too_large").inc()
+    return ApiError(413, "payload_too_large", f"request body is larger than the limit of {limit:,} bytes")
+
+
+async def _send_413(send: Send, rid: str, limit: int) -> None:
+    err = _too_large(limit)
+    body = json.dumps({"error": {"code": err.code, "message": err.message, "request_id": rid}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

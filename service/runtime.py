@@ -1,0 +1,304 @@
+"""The inference runtime: model card, sha256 checks, a fixed pool of inference threads, admission control.
+
+LiteRT interpreters and OpenCV's YuNet are not thread-safe, so every pool thread owns one classifier per
+precision plus one detector (thread-local, built on first use and during warm-up). Decoding and inference
+run on those threads, never on the event loop. At most `max_inflight` requests are admitted at once
+(running or waiting for a thread); the next one is refused at once with 503 + Retry-After, so the queue
+cannot grow under overload.
+
+Loading never raises: a missing card, a missing/corrupt/sha-mismatched model or a broken detector is
+logged, recorded, and reported by /health/ready; the process keeps serving /health/live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from masklite.card import ModelCard, load_card, verify_model_file
+from masklite.classifier import Classifier
+from masklite.faces import FaceDetector
+from masklite.image import decode_image
+from masklite.paths import YUNET_SHA256, resolve_detector_path, sha256_file
+from masklite.pipeline import Prediction, predict_faces
+from service import metrics
+from service.errors import ApiError
+from service.settings import Settings
+
+log = logging.getLogger("masklite.runtime")
+T = TypeVar("T")
+
+WARMUP_SHAPE = (480, 640, 3)
+
+
+@dataclass
+class ModelState:
+    precision: str
+    path: Path | None = None
+    loaded: bool = False
+    error: str | None = None
+
+
+@dataclass
+class DetectorState:
+    path: Path | None = None
+    available: bool = False
+    error: str | None = None
+    sha256_ok: bool | None = None
+
+
+@dataclass
+class InferenceResult:
+    width: int
+    height: int
+    prediction: Prediction
+    decode_ms: float
+    queue_ms: float
+
+
+@dataclass
+class _ThreadState:
+    classifiers: dict[str, Classifier] = field(default_factory=dict)
+    detector: FaceDetector | None = None
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.card: ModelCard | None = None
+        self.card_error: str | None = None
+        self.models: dict[str, ModelState] = {}
+        self.detector = DetectorState()
+        # starting -> loading -> warming -> ready | degraded (some models unusable) | failed
+        self.phase = "starting"
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._inflight = 0
+
+    # ---------------------------------------------------------------- status
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def loaded_precisions(self) -> list[str]:
+        return [p for p, m in self.models.items() if m.loaded]
+
+    def reasons(self) -> list[str]:
+        """Why the service is not (fully) ready, for /health/ready and the logs."""
+        out = []
+        if self.card_error:
+            out.append(self.card_error)
+        out += [m.error for m in self.models.values() if m.error]
+        if self.phase in ("starting", "loading", "warming"):
+            out.append(f"{self.phase} models")
+        return out
+
+    def default_precision(self) -> str:
+        if self.card is not None and "int8" not in self.card.models and self.card.models:
+            return next(iter(self.card.models))
+        return "int8"
+
+    # ---------------------------------------------------------------- loading
+
+    def load(self) -> None:
+        """Blocking: card -> sha256 -> probe interpreters -> detector -> per-thread warm-up -> ready."""
+        self.phase = "loading"
+        t0 = time.perf_counter()
+        models_dir = self.settings.models_dir
+        try:
+            self.card = load_card(models_dir)
+        except Exception as exc:  # noqa: BLE001 - any problem with the card means not ready, not a crash
+            self.card_error = f"cannot load model card from {models_dir}: {type(exc).__name__}: {exc}"
+            log.error("NOT READY: %s", self.card_error)
+            self._fail()
+            return
+        # built aside, then swapped in: request handlers read self.models from the event loop
+        self.models = {p: self._load_model(models_dir, p) for p in self.card.models}
+        self._load_detector()
+        if not any(m.loaded for m in self.models.values()):
+            log.error("NOT READY: no usable model in %s", models_dir)
+            self._fail()
+            return
+        self.phase = "warming"
+        try:
+            self._executor = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="masklite-infer")
+            self._warm_all_threads()
+        except Exception as exc:  # noqa: BLE001
+            self.card_error = f"warm-up failed: {type(exc).__name__}: {exc}"
+            log.exception("NOT READY: %s", self.card_error)
+            self._fail()
+            return
+        if any(m.error for m in self.models.values()):
+            # the good models still serve; readiness stays false so an orchestrator notices
+            self.phase = "degraded"
+            metrics.READY.set(0)
+            log.error(
+                "NOT READY (serving %s only): %s",
+                ",".join(self.loaded_precisions()),
+                "; ".join(self.reasons()),
+            )
+            return
+        self.phase = "ready"
+        self.ready_at = time.time()
+        metrics.READY.set(1)
+        log.info(
+            "ready in %.1f s: models %s, detector %s, %d inference threads",
+            time.perf_counter() - t0,
+            ",".join(self.loaded_precisions()),
+            self.detector.path if self.detector.available else f"UNAVAILABLE ({self.detector.error})",
+            self.settings.threads,
+        )
+
+    def _fail(self) -> None:
+        self.phase = "failed"
+        metrics.READY.set(0)
+
+    def _load_model(self, models_dir: Path, precision: str) -> ModelState:
+        state = ModelState(precision)
+        try:
+            path = verify_model_file(self.card, models_dir, precision)  # type: ignore[arg-type]
+            Classifier(path, num_threads=1)  # probe: a file with the right hash can still be unloadable
+        except Exception as exc:  # noqa: BLE001
+            state.error = f"model {precision!r}: {type(exc).__name__}: {exc}"
+            log.error("model %s unusable: %s", precision, state.error)
+            return state
+        state.path, state.loaded = path, True
+        return state
+
+    def _load_detector(self) -> None:
+        s = self.settings
+        try:
+            path = resolve_detector_path(
+                s.detector_path, s.detector_download_dir if s.detector_download else None
+            )
+            expected = self.card.detector.sha256 if self.card and self.card.detector.sha256 else YUNET_SHA256
+            self.detector.sha256_ok = sha256_file(path) == expected
+            if not self.detector.sha256_ok:
+                log.warning("detector %s does not match the pinned sha256; using it anyway", path)
+            self._make_detector(path)
+        except Exception as exc:  # noqa: BLE001 - no detector: serve whole-image classification
+            self.detector.error = f"{type(exc).__name__}: {exc}"
+            log.warning("face detector unavailable, whole images will be classified: %s", self.detector.error)
+            return
+        self.detector.path, self.detector.available = path, True
+
+    def _make_detector(self, path: Path) -> FaceDetector:
+        spec = self.card.detector  # type: ignore[union-attr]
+        return FaceDetector(path, score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold)
+
+    def _thread_state(self) -> _ThreadState:
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is None:
+            state = _ThreadState()
+            for precision, m in self.models.items():
+                if m.loaded:
+                    state.classifiers[precision] = Classifier(m.path, num_threads=1)  # type: ignore[arg-type]
+            if self.detector.available:
+                state.detector = self._make_detector(self.detector.path)  # type: ignore[arg-type]
+            self._local.state = state
+        return state
+
+    def _warm_all_threads(self) -> None:
+        n = self.settings.threads
+        barrier = threading.Barrier(n)
+        futures = [self._executor.submit(self._warm_thread, barrier) for _ in range(n)]  # type: ignore[union-attr]
+        for f in futures:
+            f.result(timeout=600)
+
+    def _warm_thread(self, barrier: threading.Barrier) -> None:
+        barrier.wait(timeout=120)  # holds each task on its own thread, so every thread gets warmed
+        state = self._thread_state()
+        rng = np.random.default_rng(0)
+        rgb = rng.integers(0, 256, WARMUP_SHAPE, dtype=np.uint8)
+        for _ in range(self.settings.warmup_runs):
+            for classifier in state.classifiers.values():
+                predict_faces(rgb, self.card, classifier, state.detector, detect_faces=True)  # type: ignore[arg-type]
+                predict_faces(rgb, self.card, classifier, None, detect_faces=False)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        metrics.READY.set(0)
+
+    # ---------------------------------------------------------------- serving
+
+    def check_model(self, precision: str) -> str:
+        """The precision to use, or a 4xx/503 ApiError."""
+        if self.card is None or self.phase not in ("ready", "degraded"):
+            raise self.not_ready_error()
+        if precision not in self.card.models:
+            known = ", ".join(sorted(self.card.models))
+            raise ApiError(422, "unknown_model", f"unknown model {precision!r}; available: {known}")
+        if not self.models[precision].loaded:
+            raise ApiError(
+                503,
+                "model_unavailable",
+                self.models[precision].error or "model not loaded",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+        return precision
+
+    def not_ready_error(self) -> ApiError:
+        metrics.REJECTIONS.labels("not_ready").inc()
+        why = "; ".join(self.reasons()) or self.phase
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        return ApiError(503, "not_ready", f"service not ready: {why}", retry)
+
+    def admit(self) -> None:
+        """Take an in-flight slot or refuse at once (no queue growth under overload)."""
+        if self._inflight >= self.settings.max_inflight:
+            metrics.REJECTIONS.labels("overloaded").inc()
+            raise ApiError(
+                503,
+                "overloaded",
+                f"server busy: {self._inflight} requests in flight (limit {self.settings.max_inflight})",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+        self._inflight += 1
+        metrics.INFLIGHT.inc()
+
+    def release(self) -> None:
+        self._inflight -= 1
+        metrics.INFLIGHT.dec()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn on an inference thread, keeping the caller's contextvars (request id in logs)."""
+        if self._executor is None:
+            raise self.not_ready_error()
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn, *args)
+
+    def infer(
+        self, data: bytes, precision: str, detect_faces: bool, min_face: int, submitted: float
+    ) -> InferenceResult:
+        """On an inference thread: decode (the only decoder: masklite.image) then masklite.pipeline."""
+        t0 = time.perf_counter()
+        rgb = decode_image(data, max_pixels=self.settings.max_pixels)
+        t1 = time.perf_counter()
+        state = self._thread_state()
+        pred = predict_faces(
+            rgb,
+            self.card,
+            state.classifiers[precision],
+            state.detector,
+            detect_faces,
+            min_face,  # type: ignore[arg-type]
+        )
+        return InferenceResult(rgb.shape[1], rgb.shape[0], pred, (t1 - t0) * 1e3, (t0 - submitted) * 1e3)

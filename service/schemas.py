@@ -1,0 +1,121 @@
+"""Response and request bodies. Pydantic models so /openapi.json describes exactly what is sent."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+MODEL_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+MAX_MIN_FACE = 10_000
+
+
+class ModelRef(BaseModel):
+    name: str
+    precision: str
+    version: str
+    sha256: str
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class Face(BaseModel):
+    box: tuple[int, int, int, int] = Field(description="[x, y, w, h] in original-image pixels")
+    detector_score: float | None = Field(description="YuNet score; null when the whole image was classified")
+    label: str
+    mask_probability: float = Field(ge=0.0, le=1.0)
+
+
+class Timings(BaseModel):
+    decode: float
+    detect: float
+    classify: float
+    total: float = Field(description="server-side, from the request reaching the handler to the response")
+    queue: float = Field(0.0, description="waiting for an inference thread")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    image: ImageSize
+    faces: list[Face]
+    timings_ms: Timings
+    warnings: list[str] = Field(default_factory=list, description="fallbacks used, e.g. no face detector")
+
+
+class SnapshotRequest(BaseModel):
+    image: str = Field(
+        description="base64 image bytes, or a data: URL such as data:image/jpeg;base64,...",
+        min_length=1,
+    )
+    model: str = Field("int8", pattern=MODEL_PATTERN, description="a precision from /v1/models")
+    detect_faces: bool = True
+    min_face_size: int = Field(0, ge=0, le=MAX_MIN_FACE, description="ignore faces smaller than this (px)")
+
+
+class InputInfo(BaseModel):
+    size: tuple[int, int]
+    color: str
+    scale: float
+    offset: float
+
+
+class ModelInfo(BaseModel):
+    precision: str
+    file: str
+    bytes: int
+    sha256: str
+    loaded: bool
+    error: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class DetectorInfo(BaseModel):
+    name: str
+    available: bool
+    error: str | None = None
+    score_threshold: float
+    nms_threshold: float
+
+
+class ModelsResponse(BaseModel):
+    name: str
+    version: str
+    labels: list[str]
+    input: InputInfo
+    crop_margin: float
+    default_model: str
+    detector: DetectorInfo
+    models: list[ModelInfo]
+
+
+class LiveResponse(BaseModel):
+    status: Literal["alive"] = "alive"
+    uptime_s: float
+
+
+class ReadyModel(BaseModel):
+    loaded: bool
+    error: str | None = None
+
+
+class ReadyDetector(BaseModel):
+    available: bool
+    path: str | None = None
+    error: str | None = None
+    sha256_ok: bool | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    phase: str = Field(description="starting, loading, warming, ready, degraded or failed")
+    reasons: list[str] = Field(description="why not ready (empty when ready)")
+    models: dict[str, ReadyModel]
+    detector: ReadyDetector
+    warnings: list[str] = Field(default_factory=list)
+    threads: int
+    inflight: int
+    max_inflight: int

@@ -1,0 +1,66 @@
+"""Every MASKLITE_* environment variable, in one pydantic-settings object.
+
+The table in service/README.md documents them; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Request
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from masklite.image import DEFAULT_MAX_PIXELS
+from masklite.paths import DEFAULT_MODELS_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MASKLITE_", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="interface uvicorn binds")  # noqa: S104 - a container service
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    threads: int = Field(2, ge=1, le=64, description="inference threads per worker process")
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with model_card.json and *.tflite")
+    detector_path: Path | None = Field(None, description="YuNet .onnx file")
+    detector_download: bool = Field(False, description="download the pinned YuNet file when no path is set")
+    detector_download_dir: Path = Field(
+        Path.home() / ".cache" / "masklite", description="where a downloaded detector is kept"
+    )
+    max_inflight: int = Field(32, ge=1, description="requests admitted to inference at once, per worker")
+    max_body_bytes: int = Field(10_000_000, ge=1, description="largest request body")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width*height)")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 responses")
+    warmup_runs: int = Field(3, ge=0, description="warm-up inferences per thread before ready")
+    jobs_dir: Path = Field(Path("data/jobs"), description="where job results are stored")
+    api_key: SecretStr | None = Field(None, description="when set, required on job and benchmark routes")
+    protect_predict: bool = Field(False, description="also require the API key on predict routes")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(True, description="one log line per request, with its request id")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("detector_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the Settings the running app was created with."""
+    return request.app.state.settings
