@@ -1,9 +1,9 @@
 """Shared fixtures: a REAL `python -m service` process on a free port, and the scenes-sample images.
 
-    live_server       session-scoped base URL of a server with the shipped models and the YuNet detector
-    server_factory    start more servers with custom MASKLITE_* env (missing detector, broken models, tiny
-                      limits); all are stopped at the end of the session, or earlier with `.stop()`
-    scene_samples     scenes-sample images with their VOC annotations (skip when MASKLITE_SCENES_DIR is unset)
+live_server       session-scoped base URL of a server with the shipped models and the YuNet detector
+server_factory    start more servers with custom MASKLITE_* env (missing detector, broken models, tiny
+                  limits); all are stopped at the end of the session, or earlier with `.stop()`
+scene_samples     scenes-sample images with their VOC annotations (skip when MASKLITE_SCENES_DIR is unset)
 """
 
 from __future__ import annotations
@@ -215,7 +215,8 @@ class ServerFactory:
 @pytest.fixture(scope="session")
 def server_factory(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[ServerFactory]:
     """Starts extra servers (shipped models + $MASKLITE_DETECTOR_PATH by default; override with env)."""
-    detector = Path(os.environ["MASKLITE_DETECTOR_PATH"]) if os.environ.get("MASKLITE_DETECTOR_PATH") else None
+    env_detector = os.environ.get("MASKLITE_DETECTOR_PATH")
+    detector = Path(env_detector) if env_detector else None
     factory = ServerFactory(tmp_path_factory.mktemp("servers"), models_dir, detector)
     yield factory
     factory.stop_all()
