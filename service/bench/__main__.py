@@ -1,0 +1,166 @@
+"""`python -m service.bench` (`make bench`): the whole benchmark, printed and written to benchmarks/.
+
+In-process (classifier per model x threads x batch, pipeline per stage on the 640x480 target and the
+scenes, scenes recall/accuracy, RSS), then against a real `python -m service` on loopback: HTTP round trip
+vs in-process, and a concurrency sweep per server setup (workers x threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from masklite.paths import DEFAULT_MODELS_DIR, REPO_ROOT
+from service.bench.images import load_files, load_scenes, make_target_image, scenes_dir
+from service.bench.report import format_result, save_chart
+from service.bench.runner import BenchConfig, run_benchmark
+from service.bench.targets import checks_as_json, evaluate_targets, format_checks
+
+DEFAULT_OUT = REPO_ROOT / "benchmarks"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _setups(text: str) -> list[tuple[int, int]]:
+    """'1x2,2x1' -> [(workers, threads), ...]"""
+    out = []
+    for part in text.split(","):
+        if part.strip():
+            w, t = part.lower().split("x")
+            out.append((int(w), int(t)))
+    return out
+
+
+class Bar:
+    """tqdm driven by fractional progress callbacks."""
+
+    def __init__(self, desc: str):
+        self.bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr)
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(fraction * 1000)
+        self.bar.set_postfix_str(message[:50], refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: Any) -> None:
+    """Start the service per setup; HTTP vs in-process on the first setup; load sweep on each."""
+    from service.bench.httpbench import http_vs_inprocess
+    from service.bench.loadgen import sweep
+    from service.bench.server import start_server
+
+    precisions = result["config"]["precisions"]
+    env_common = {"MASKLITE_MODELS_DIR": str(args.models_dir)}
+    setups = _setups(args.load_setups) if args.load_levels else []
+    if not setups:
+        setups = [(1, 2)]
+    load_runs: list[dict[str, Any]] = []
+    servers: dict[str, Any] = {}
+    for i, (workers, threads) in enumerate(setups):
+        label = f"{workers}w x {threads}t"
+        env = {**env_common, "MASKLITE_WORKERS": str(workers), "MASKLITE_THREADS": str(threads)}
+        print(f"starting service ({label}) ...", file=sys.stderr, flush=True)
+        with start_server(env) as server:
+            if i == 0 and args.http_runs:
+                bar = Bar("http vs in-process")
+                result["http"] = http_vs_inprocess(
+                    server.url, image, args.models_dir, precisions, args.http_runs, 5, progress=bar
+                )
+                result["http"]["server"] = {"workers": workers, "threads": threads}
+                bar.close()
+            if args.load_levels:
+                for level in _ints(args.load_levels):
+                    print(f"  load {label}: {level} clients for {args.load_duration:.0f} s", file=sys.stderr)
+                    run = sweep(
+                        server.url,
+                        image.data,
+                        [level],
+                        args.load_duration,
+                        {"model": args.load_model},
+                        label=label,
+                    )[0]
+                    run["workers"], run["threads"] = workers, threads
+                    load_runs.append(run)
+            servers[label] = {"workers": workers, "threads": threads, "memory": server.memory()}
+    if load_runs:
+        result["load"] = {"model": args.load_model, "image": image.name, "runs": load_runs}
+    result["servers"] = servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    ap.add_argument("--models", default=None, help="comma-separated precisions (default: all in the card)")
+    ap.add_argument("--threads", default="1,2", help="LiteRT/OpenCV thread counts for the in-process runs")
+    ap.add_argument("--batches", default="1,4", help="classifier batch sizes")
+    ap.add_argument("--runs", type=int, default=200, help="timed classifier calls per setting")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--pipeline-runs", type=int, default=100, help="timed runs on the 640x480 target")
+    ap.add_argument("--scene-repeats", type=int, default=2, help="timed passes over the image set")
+    ap.add_argument("--scenes-dir", type=Path, default=None, help="default: $MASKLITE_SCENES_DIR")
+    ap.add_argument("--images", type=Path, nargs="*", default=None, help="benchmark these images instead")
+    ap.add_argument("--http-runs", type=int, default=100, help="0: skip the HTTP comparison")
+    ap.add_argument("--load-levels", default="1,4,8,16", help="concurrency levels; empty: no load runs")
+    ap.add_argument("--load-duration", type=float, default=10.0, help="seconds per level")
+    ap.add_argument("--load-setups", default="1x2,2x1", help="server setups WORKERSxTHREADS, comma-separated")
+    ap.add_argument("--load-model", default="int8")
+    ap.add_argument("--no-server", action="store_true", help="in-process numbers only")
+    ap.add_argument("--quick", action="store_true", help="few runs: a smoke test of the whole harness")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.json/.png/.txt")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.warmup, args.pipeline_runs, args.scene_repeats = 10, 2, 5, 1
+        args.http_runs, args.load_duration, args.load_levels, args.load_setups = 10, 2.0, "1,4", "1x2"
+
+    config = BenchConfig(
+        models_dir=args.models_dir,
+        precisions=args.models.split(",") if args.models else None,
+        threads=_ints(args.threads),
+        batch_sizes=_ints(args.batches),
+        runs=args.runs,
+        warmup=args.warmup,
+        pipeline_runs=args.pipeline_runs,
+        scene_repeats=args.scene_repeats,
+        scenes_dir=args.scenes_dir,
+        images=load_files(args.images) if args.images else None,
+    )
+    bar = Bar("in-process")
+    result = run_benchmark(config, progress=bar)
+    bar.close()
+
+    if not args.no_server and (args.http_runs or args.load_levels):
+        if args.images:
+            image = load_files(args.images[:1])[0]
+        else:
+            directory = scenes_dir(args.scenes_dir)
+            image = make_target_image(load_scenes(directory)) if directory else None
+        if image is None:
+            print("no image for the HTTP runs: set MASKLITE_SCENES_DIR or pass --images", file=sys.stderr)
+        else:
+            run_http_and_load(args, result, image)
+    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    checks = evaluate_targets(result)
+    result["targets"] = checks_as_json(checks)
+    text = format_result(result) + "\n\n" + format_checks(checks)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "benchmark.txt").write_text(text + "\n")
+    save_chart(result, args.out / "benchmark.png")
+    print(f"\nwrote {args.out / 'benchmark.json'}, benchmark.txt, benchmark.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

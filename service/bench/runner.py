@@ -1,0 +1,418 @@
+"""The in-process benchmark: classifier latency, pipeline latency per stage, scenes recall/accuracy, memory.
+
+Everything runs through masklite (Classifier, decode_image, predict_faces): the exact path the service
+takes, so the numbers are the service's numbers minus HTTP.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from masklite.card import ModelCard, load_card, verify_model_file
+from masklite.classifier import Classifier
+from masklite.faces import FaceDetector, crop_face
+from masklite.image import decode_image
+from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path
+from masklite.pipeline import predict_faces
+from masklite.preprocess import preprocess
+from service.bench import stats
+from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
+
+SCHEMA_VERSION = 1
+IOU_MATCH = 0.3
+
+# progress(done_fraction in [0, 1], message)
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class BenchConfig:
+    models_dir: Path = DEFAULT_MODELS_DIR
+    precisions: list[str] | None = None  # None: every model in the card
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
+    runs: int = 100  # timed classifier calls per (model, threads, batch)
+    warmup: int = 10
+    pipeline_runs: int = 50  # timed runs on the 640x480 target image per (model, threads)
+    scene_repeats: int = 1  # timed passes over the image set per (model, threads)
+    scenes_dir: Path | None = None
+    images: list[BenchImage] | None = None  # given images replace the scenes set
+    detector_path: Path | None = None
+    include_pipeline: bool = True
+
+
+class Steps:
+    """Counts finished units of work for the progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.total, self.done, self.progress = max(total, 1), 0, progress
+
+    def tick(self, message: str, units: int = 1) -> None:
+        self.done += units
+        if self.progress is not None:
+            self.progress(min(self.done / self.total, 1.0), message)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_faces(
+    truth_boxes: list[tuple[int, int, int, int]],
+    found_boxes: list[tuple[int, int, int, int]],
+    threshold: float,
+) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching by IoU (best pairs first): [(truth index, found index)]."""
+    pairs = sorted(
+        ((iou(t, f), i, j) for i, t in enumerate(truth_boxes) for j, f in enumerate(found_boxes)),
+        reverse=True,
+    )
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for score, i, j in pairs:
+        if score < threshold:
+            break
+        if i not in used_t and j not in used_f:
+            used_t.add(i)
+            used_f.add(j)
+            out.append((i, j))
+    return out
+
+
+class SceneScore:
+    """Face recall (IoU >= 0.3 with annotated boxes) and label accuracy on the faces that were found."""
+
+    def __init__(self) -> None:
+        self.truth: dict[str, int] = {}
+        self.found: dict[str, int] = {}
+        self.correct: dict[str, int] = {}
+        self.detections = 0
+        self.unmatched_detections = 0
+        self.images = 0
+
+    def add(self, image: BenchImage, faces: list) -> None:
+        if not image.annotated:
+            return
+        self.images += 1
+        self.detections += len(faces)
+        matches = match_faces([t.box for t in image.truth], [f.box for f in faces], IOU_MATCH)
+        self.unmatched_detections += len(faces) - len(matches)
+        for t in image.truth:
+            self.truth[t.label] = self.truth.get(t.label, 0) + 1
+        for i, j in matches:
+            label = image.truth[i].label
+            self.found[label] = self.found.get(label, 0) + 1
+            if faces[j].label == label:
+                self.correct[label] = self.correct.get(label, 0) + 1
+
+    def result(self) -> dict[str, object]:
+        n_truth, n_found, n_correct = (sum(d.values()) for d in (self.truth, self.found, self.correct))
+        per_label = {
+            label: {
+                "annotated": n,
+                "found": self.found.get(label, 0),
+                "recall": _ratio(self.found.get(label, 0), n),
+                "label_accuracy": _ratio(self.correct.get(label, 0), self.found.get(label, 0)),
+            }
+            for label, n in sorted(self.truth.items())
+        }
+        return {
+            "images": self.images,
+            "annotated_faces": n_truth,
+            "found_faces": n_found,
+            "recall": _ratio(n_found, n_truth),
+            "label_accuracy": _ratio(n_correct, n_found),
+            "detections": self.detections,
+            # the scenes do not annotate every face, so these are not all false positives
+            "unmatched_detections": self.unmatched_detections,
+            "per_label": per_label,
+            "iou_threshold": IOU_MATCH,
+        }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def face_batch(
+    card: ModelCard, detector: FaceDetector | None, image: BenchImage | None, n: int
+) -> np.ndarray:
+    """n preprocessed face crops: real faces from the target image when possible, else noise."""
+    crops: list[np.ndarray] = []
+    if image is not None:
+        rgb = decode_image(image.data)
+        boxes = (
+            [f.box for f in detector.detect(rgb)] if detector is not None else [t.box for t in image.truth]
+        )
+        crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
+    if not crops:
+        rng = np.random.default_rng(0)
+        crops = [rng.integers(0, 256, (*card.input.size, 3), dtype=np.uint8)]
+    crops = [crops[i % len(crops)] for i in range(n)]
+    return preprocess(crops, card.input)
+
+
+def bench_classifier(classifier: Classifier, batch: np.ndarray, runs: int, warmup: int) -> dict[str, object]:
+    samples = _time_calls(lambda: classifier.predict(batch), runs, warmup)
+    summary = stats.summarize(samples)
+    per_face = stats.summarize(np.asarray(samples) / len(batch))
+    return {"batch": len(batch), "latency_ms": summary, "per_face_ms": per_face}
+
+
+def run_pipeline_once(
+    image: BenchImage, card: ModelCard, classifier: Classifier, detector: FaceDetector | None
+) -> tuple[dict[str, float], list]:
+    """decode -> detect -> classify, as the service does it; stage times in ms."""
+    t0 = time.perf_counter()
+    rgb = decode_image(image.data)
+    t1 = time.perf_counter()
+    pred = predict_faces(rgb, card, classifier, detector, detect_faces=True)
+    t2 = time.perf_counter()
+    timings = {
+        "decode": (t1 - t0) * 1e3,
+        "detect": pred.timings_ms.get("detect", 0.0),
+        "classify": pred.timings_ms.get("classify", 0.0),
+        "total": (t2 - t0) * 1e3,
+    }
+    return timings, pred.faces
+
+
+def _stage_summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float | int]]:
+    return {
+        stage: stats.summarize([r[stage] for r in rows])
+        for stage in ("decode", "detect", "classify", "total")
+    }
+
+
+def bench_pipeline(
+    images: list[BenchImage],
+    card: ModelCard,
+    classifier: Classifier,
+    detector: FaceDetector | None,
+    repeats: int,
+    score: SceneScore | None,
+    tick: Callable[[str], None],
+) -> dict[str, object]:
+    rows: list[dict[str, float]] = []
+    per_image: dict[str, list[float]] = {}
+    faces_per_image: dict[str, int] = {}
+    if images:
+        run_pipeline_once(images[0], card, classifier, detector)  # warm-up
+    for rep in range(repeats):
+        for image in images:
+            timings, faces = run_pipeline_once(image, card, classifier, detector)
+            rows.append(timings)
+            per_image.setdefault(image.name, []).append(timings["total"])
+            if rep == 0:
+                faces_per_image[image.name] = len(faces)
+                if score is not None:
+                    score.add(image, faces)
+            tick(image.name)
+    return {
+        "images": len(images),
+        "repeats": repeats,
+        "stages_ms": _stage_summary(rows) if rows else {},
+        "per_image_total_p50_ms": {k: round(float(np.median(v)), 3) for k, v in per_image.items()},
+        "faces_per_image": faces_per_image,
+    }
+
+
+def bench_target(
+    image: BenchImage,
+    card: ModelCard,
+    classifier: Classifier,
+    detector: FaceDetector | None,
+    runs: int,
+    warmup: int,
+    tick: Callable[[str], None],
+) -> dict[str, object]:
+    for _ in range(warmup):
+        run_pipeline_once(image, card, classifier, detector)
+    rows = []
+    faces = 0
+    for _ in range(runs):
+        timings, found = run_pipeline_once(image, card, classifier, detector)
+        rows.append(timings)
+        faces = len(found)
+        tick(image.name)
+    return {"image": image.name, "bytes": len(image.data), "faces": faces, "stages_ms": _stage_summary(rows)}
+
+
+def load_detector(card: ModelCard, explicit: Path | None) -> tuple[FaceDetector | None, str | None]:
+    try:
+        path = resolve_detector_path(explicit)
+    except FileNotFoundError as exc:
+        return None, str(exc)
+    return FaceDetector(path, card.detector.score_threshold, card.detector.nms_threshold), None
+
+
+def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict[str, object]:
+    """The whole in-process benchmark -> a JSON-able dict (schema in BENCHMARKS.md)."""
+    started = time.time()
+    card = load_card(config.models_dir)
+    precisions = config.precisions or list(card.models)
+    unknown = [p for p in precisions if p not in card.models]
+    if unknown:
+        raise ValueError(f"models {unknown} are not in the card (has {sorted(card.models)})")
+    detector, detector_problem = load_detector(card, config.detector_path)
+
+    scene_dir = scenes_dir(config.scenes_dir)
+    scenes = load_scenes(scene_dir) if scene_dir is not None and (scene_dir / "images").is_dir() else []
+    target = make_target_image(scenes) if scenes else None
+    image_set = config.images if config.images is not None else scenes
+    image_set_name = "uploaded" if config.images is not None else ("scenes" if scenes else "none")
+    if config.images is not None and target is None and config.images:
+        target = config.images[0]  # the caller's first image stands in for the 640x480 target
+
+    n_combo = len(precisions) * len(config.threads)
+    pipe_units = (config.pipeline_runs if target else 0) + len(image_set) * config.scene_repeats
+    steps = Steps(
+        n_combo * len(config.batch_sizes) + (n_combo * pipe_units if config.include_pipeline else 0), progress
+    )
+
+    rss_start = stats.rss_mb()
+    batches = {n: face_batch(card, detector, target, n) for n in config.batch_sizes}
+    result: dict[str, object] = {
+        "schema": SCHEMA_VERSION,
+        "kind": "masklite-benchmark",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": stats.machine_info(),
+        "card": {
+            "name": card.name,
+            "version": card.version,
+            "labels": card.labels,
+            "input": list(card.input.size),
+        },
+        "config": {
+            "precisions": precisions,
+            "threads": config.threads,
+            "batch_sizes": config.batch_sizes,
+            "runs": config.runs,
+            "warmup": config.warmup,
+            "pipeline_runs": config.pipeline_runs,
+            "scene_repeats": config.scene_repeats,
+            "image_set": image_set_name,
+            "images": len(image_set),
+        },
+        "detector": {"available": detector is not None, "problem": detector_problem},
+        "models": {},
+    }
+    models: dict[str, dict[str, object]] = {}
+    for precision in precisions:
+        path = verify_model_file(card, config.models_dir, precision)
+        entry: dict[str, object] = {
+            "file": path.name,
+            "bytes": path.stat().st_size,
+            "sha256": card.models[precision].sha256,
+            "card_metrics": card.models[precision].metrics.get("test", {}),
+            "threads": {},
+        }
+        score = SceneScore()
+        for threads in config.threads:
+            cv2.setNumThreads(threads)
+            gc.collect()
+            rss_before = stats.rss_mb()
+            classifier = Classifier(path, num_threads=threads)
+            rss_loaded = stats.rss_mb()
+            per_thread: dict[str, object] = {
+                "rss_model_mb": round((rss_loaded or 0) - (rss_before or 0), 1),
+                "classifier": {},
+            }
+            for n, batch in batches.items():
+                per_thread["classifier"][f"batch{n}"] = bench_classifier(  # type: ignore[index]
+                    classifier, batch, config.runs, config.warmup
+                )
+                steps.tick(f"{precision} threads={threads} classifier batch {n}")
+            if config.include_pipeline:
+
+                def tick(name: str, p: str = precision, t: int = threads) -> None:
+                    steps.tick(f"{p} threads={t} pipeline {name}")
+
+                if target is not None:
+                    per_thread["target"] = bench_target(
+                        target, card, classifier, detector, config.pipeline_runs, min(config.warmup, 5), tick
+                    )
+                if image_set:
+                    # recall/accuracy do not depend on threads: score the first thread setting only
+                    per_thread["images"] = bench_pipeline(
+                        image_set,
+                        card,
+                        classifier,
+                        detector,
+                        config.scene_repeats,
+                        score if threads == config.threads[0] else None,
+                        tick,
+                    )
+            entry["threads"][str(threads)] = per_thread  # type: ignore[index]
+            del classifier
+        if config.include_pipeline and score.images:
+            entry["scenes"] = score.result()
+        models[precision] = entry
+    cv2.setNumThreads(-1)
+    result["models"] = models
+    result["speedup"] = speedups(models)
+    result["memory"] = {
+        "rss_start_mb": rss_start,
+        "rss_end_mb": stats.rss_mb(),
+        "peak_rss_mb": stats.peak_rss_mb(),
+    }
+    result["duration_s"] = round(time.time() - started, 2)
+    return result
+
+
+def _get(d: object, *keys: str) -> float | None:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return float(d) if isinstance(d, int | float) else None
+
+
+def speedups(models: dict[str, dict[str, object]], base: str = "float32") -> dict[str, object]:
+    """p50 ratio base/other for the classifier (per batch) and the target pipeline, per thread count."""
+    out: dict[str, object] = {}
+    if base not in models:
+        return out
+    for precision, entry in models.items():
+        if precision == base:
+            continue
+        per: dict[str, object] = {}
+        for threads, other in entry.get("threads", {}).items():  # type: ignore[union-attr]
+            ref = models[base]["threads"].get(threads)  # type: ignore[union-attr]
+            if ref is None:
+                continue
+            row: dict[str, float | None] = {}
+            for key in other.get("classifier", {}):
+                a = _get(ref, "classifier", key, "latency_ms", "p50")
+                b = _get(other, "classifier", key, "latency_ms", "p50")
+                row[f"classifier_{key}"] = round(a / b, 3) if a and b else None
+            a = _get(ref, "target", "stages_ms", "total", "p50")
+            b = _get(other, "target", "stages_ms", "total", "p50")
+            row["pipeline_target"] = round(a / b, 3) if a and b else None
+            per[threads] = row
+        out[f"{precision}_vs_{base}"] = per
+    return out
