@@ -43,6 +43,7 @@ class BenchConfig:
     pipeline_runs: int = 50  # timed runs on the 640x480 target image per (model, threads)
     scene_repeats: int = 1  # timed passes over the image set per (model, threads)
     scenes_dir: Path | None = None
+    scene_limit: int | None = None  # first N scenes only (short runs: tests, CI)
     images: list[BenchImage] | None = None  # given images replace the scenes set
     detector_path: Path | None = None
     include_pipeline: bool = True
@@ -283,7 +284,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
     scene_dir = scenes_dir(config.scenes_dir)
     scenes = load_scenes(scene_dir) if scene_dir is not None and (scene_dir / "images").is_dir() else []
     target = make_target_image(scenes) if scenes else None
-    image_set = config.images if config.images is not None else scenes
+    image_set = config.images if config.images is not None else scenes[: config.scene_limit]
     image_set_name = "uploaded" if config.images is not None else ("scenes" if scenes else "none")
     if config.images is not None and target is None and config.images:
         target = config.images[0]  # the caller's first image stands in for the 640x480 target
@@ -315,6 +316,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "warmup": config.warmup,
             "pipeline_runs": config.pipeline_runs,
             "scene_repeats": config.scene_repeats,
+            "scene_limit": config.scene_limit,
             "image_set": image_set_name,
             "images": len(image_set),
         },
