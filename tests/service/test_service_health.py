@@ -1,0 +1,161 @@
+"""Readiness transitions: warming up, no detector, broken or missing models. Liveness never changes."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+from conftest import ServerFactory
+from PIL import Image
+
+
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def upload(base: str, model: str = "int8") -> httpx.Response:
+    return httpx.post(
+        f"{base}/v1/predict", params={"model": model}, files={"file": ("x.jpg", jpeg())}, timeout=60
+    )
+
+
+def test_ready_server(live_server: str) -> None:
+    live = httpx.get(f"{live_server}/health/live")
+    assert live.status_code == 200 and live.json()["status"] == "alive"
+    r = httpx.get(f"{live_server}/health/ready")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True and body["phase"] == "ready" and body["reasons"] == []
+    assert body["detector"]["available"] is True and body["detector"]["sha256_ok"] is True
+    assert body["models"] and all(m["loaded"] for m in body["models"].values())
+    assert {"int8", "float32"} <= set(body["models"])
+
+
+def test_models_endpoint(live_server: str, models_dir: Path) -> None:
+    card = json.loads((models_dir / "model_card.json").read_text())
+    body = httpx.get(f"{live_server}/v1/models").json()
+    assert body["labels"] == card["labels"]
+    assert body["input"]["size"] == card["input"]["size"]
+    assert body["default_model"] == "int8"
+    assert body["detector"]["available"] is True
+    by_precision = {m["precision"]: m for m in body["models"]}
+    assert set(by_precision) == set(card["models"])
+    for precision, entry in card["models"].items():
+        got = by_precision[precision]
+        assert (got["sha256"], got["bytes"], got["file"]) == (entry["sha256"], entry["bytes"], entry["file"])
+        assert got["loaded"] is True
+        assert got["metrics"] == entry.get("metrics", {})
+
+
+def test_not_ready_until_warmed_up(server_factory: ServerFactory) -> None:
+    handle = server_factory.start(
+        {"MASKLITE_WARMUP_RUNS": "150", "MASKLITE_THREADS": "1"}, wait="/health/live"
+    )
+    try:
+        r = httpx.get(f"{handle.url}/health/ready")
+        assert r.status_code == 503, r.text
+        assert r.json()["ready"] is False
+        assert r.json()["phase"] in ("starting", "loading", "warming")
+        assert r.headers["retry-after"]
+        p = upload(handle.url)
+        assert p.status_code == 503 and p.json()["error"]["code"] == "not_ready"
+        assert p.headers["retry-after"]
+        handle.wait_for("/health/ready")
+        assert upload(handle.url).status_code == 200
+    finally:
+        handle.stop()
+
+
+def test_missing_detector_still_serves_whole_images(server_factory: ServerFactory, tmp_path: Path) -> None:
+    handle = server_factory.start({"MASKLITE_DETECTOR_PATH": str(tmp_path / "absent.onnx")})
+    try:
+        r = httpx.get(f"{handle.url}/health/ready")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["ready"] is True
+        assert body["detector"]["available"] is False and "absent.onnx" in body["detector"]["error"]
+        assert body["warnings"]
+        p = upload(handle.url)
+        assert p.status_code == 200
+        out = p.json()
+        assert [f["box"] for f in out["faces"]] == [[0, 0, 320, 240]]
+        assert out["faces"][0]["detector_score"] is None
+        assert out["warnings"] and "detector" in out["warnings"][0]
+        assert httpx.get(f"{handle.url}/v1/models").json()["detector"]["available"] is False
+    finally:
+        handle.stop()
+    assert "face detector unavailable" in handle.logs()
+
+
+def _copy_models(models_dir: Path, target: Path) -> Path:
+    shutil.copytree(models_dir, target)
+    return target
+
+
+def test_corrupt_model_means_not_ready_but_alive(
+    server_factory: ServerFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    broken = _copy_models(models_dir, tmp_path / "models")
+    card = json.loads((broken / "model_card.json").read_text())
+    int8_file = broken / card["models"]["int8"]["file"]
+    data = bytearray(int8_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    int8_file.write_bytes(bytes(data))
+    handle = server_factory.start({"MASKLITE_MODELS_DIR": str(broken)}, wait="/health/live")
+    try:
+        handle.wait_for("/health/live")
+        body = _wait_settled(handle.url)
+        assert body["ready"] is False and body["phase"] == "degraded"
+        assert body["models"]["int8"]["loaded"] is False
+        assert "sha256" in body["models"]["int8"]["error"]
+        assert any("int8" in reason for reason in body["reasons"])
+        assert httpx.get(f"{handle.url}/health/live").status_code == 200
+        bad = upload(handle.url, "int8")
+        assert bad.status_code == 503 and bad.json()["error"]["code"] == "model_unavailable"
+        assert upload(handle.url, "float32").status_code == 200  # the good model keeps serving
+        assert handle.alive()
+    finally:
+        handle.stop()
+    assert "NOT READY" in handle.logs()
+
+
+def test_missing_model_file_and_missing_card(
+    server_factory: ServerFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    partial = _copy_models(models_dir, tmp_path / "partial")
+    card = json.loads((partial / "model_card.json").read_text())
+    (partial / card["models"]["float32"]["file"]).unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, phase, needle in ((partial, "degraded", "missing"), (empty, "failed", "model card")):
+        handle = server_factory.start({"MASKLITE_MODELS_DIR": str(folder)}, wait="/health/live")
+        try:
+            body = _wait_settled(handle.url)
+            assert body["ready"] is False and body["phase"] == phase, body
+            assert any(needle in reason for reason in body["reasons"]), body
+            assert httpx.get(f"{handle.url}/health/live").status_code == 200
+            if phase == "failed":
+                p = upload(handle.url)
+                assert p.status_code == 503 and p.json()["error"]["code"] == "not_ready"
+                assert httpx.get(f"{handle.url}/v1/models").status_code == 503
+        finally:
+            handle.stop()
+
+
+def _wait_settled(base: str, timeout: float = 120.0) -> dict:
+    """/health/ready once loading has finished (ready, degraded or failed)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{base}/health/ready").json()
+        if body["phase"] not in ("starting", "loading", "warming"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError("loading did not finish")
