@@ -17,6 +17,7 @@ from service.middleware import RequestContextMiddleware
 from service.routers import health, models, predict, web
 from service.routers import metrics as metrics_router
 from service.runtime import Runtime
+from service.security import document_security
 from service.settings import Settings
 
 log = logging.getLogger("masklite.service")
@@ -91,6 +92,7 @@ def _openapi_with_envelope(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     resp["content"] = {"application/json": {"schema": {"$ref": ref}}}
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        document_security(app, schema)
         app.openapi_schema = schema
         return schema
 

@@ -2,45 +2,54 @@
 
 Sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. No key configured: everything is open.
 Missing key → 401, wrong key → 403, both in the error envelope.
+
+The headers are read by hand rather than through FastAPI's security classes so that /openapi.json only
+declares a security requirement when one is actually enforced (see `document_security`): a schema that
+says "key required" on an open route is a lie that fuzzers rightly flag.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Any
 
-from fastapi import Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 
 from service.errors import ApiError
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
-_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
 
 
-async def require_api_key(
-    request: Request,
-    api_key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    check_api_key(request, api_key, bearer)
+async def require_api_key(request: Request) -> None:
+    """Dependency: the configured API key must be sent (no-op when MASKLITE_API_KEY is unset)."""
+    check_api_key(request)
 
 
-async def predict_guard(
-    request: Request,
-    api_key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
+async def predict_guard(request: Request) -> None:
     """Predict routes: keyed only when MASKLITE_PROTECT_PREDICT=true."""
     if request.app.state.settings.protect_predict:
-        check_api_key(request, api_key, bearer)
+        check_api_key(request)
 
 
-def check_api_key(request: Request, api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> None:
+def supplied_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def check_api_key(request: Request) -> None:
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    supplied = api_key or (bearer.credentials if bearer else None)
+    supplied = supplied_key(request)
     if not supplied:
         raise ApiError(
             401,
@@ -50,3 +59,35 @@ def check_api_key(request: Request, api_key: str | None, bearer: HTTPAuthorizati
         )
     if not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
         raise ApiError(403, "forbidden", "invalid API key")
+
+
+def _calls(dependant: Any) -> set[Any]:
+    out = {dependant.call}
+    for sub in dependant.dependencies:
+        out |= _calls(sub)
+    return out
+
+
+def document_security(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Declare the API key in the OpenAPI schema on exactly the operations that enforce it now."""
+    settings = app.state.settings
+    if settings.api_key is None:
+        return
+    keyed = {require_api_key} | ({predict_guard} if settings.protect_predict else set())
+    requirement = [{name: []} for name in SECURITY_SCHEMES]
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    used = False
+    for route in app.routes:
+        if isinstance(route, APIRoute) and _calls(route.dependant) & keyed:
+            ops = schema.get("paths", {}).get(route.path_format, {})
+            for method in route.methods:
+                if method.lower() in ops:
+                    ops[method.lower()]["security"] = requirement
+                    responses = ops[method.lower()].setdefault("responses", {})
+                    for status in ("401", "403"):
+                        responses.setdefault(
+                            status, {"description": "API key missing or wrong", "content": envelope}
+                        )
+                    used = True
+    if used:
+        schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
