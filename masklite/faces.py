@@ -45,7 +45,9 @@ class FaceDetector:
             bgr = cv2.copyMakeBorder(bgr, py, py, px, px, cv2.BORDER_REPLICATE)
         scale = min(1.0, DETECT_MAX_SIDE / max(bgr.shape[:2]))
         if scale < 1.0:
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            # explicit size, at least 1 px: a 5000x1 strip would otherwise round to an empty image
+            size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, rows = self._net.detect(bgr)
         if rows is None:

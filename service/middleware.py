@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
@@ -47,12 +48,13 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         status = 500
+        started = False
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID_HEADER]
                 headers.append(rid_header)
                 message["headers"] = headers
@@ -79,9 +81,20 @@ class RequestContextMiddleware:
                     too_big = False
             if too_big:
                 # refuse before reading a byte of the body
-                await _send_413(send_wrapper, rid, limit)
+                err = _too_large(limit)
+                await send_error(send_wrapper, err.status_code, err.code, err.message, rid, close=True)
             else:
                 await self.app(scope, receive_with_limit, send_wrapper)
+        except ClientDisconnect:
+            status = 499  # nginx's "client closed request": nothing to answer, nothing to log loudly
+        except Exception:
+            # handled here rather than in Starlette's ServerErrorMiddleware, which would log it twice
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await send_error(
+                send_wrapper, 500, "internal_error", "internal server error; quote the request id", rid
+            )
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -100,18 +113,11 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"request body is larger than the limit of {limit:,} bytes")
 
 
-async def _send_413(send: Send, rid: str, limit: int) -> None:
-    err = _too_large(limit)
-    body = json.dumps({"error": {"code": err.code, "message": err.message, "request_id": rid}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+async def send_error(send: Send, status: int, code: str, message: str, rid: str, close: bool = False) -> None:
+    """The error envelope, sent at the ASGI level (outside FastAPI's exception handlers)."""
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": rid}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -308,3 +308,15 @@ def test_api_key_on_predict_when_configured(server_factory: ServerFactory) -> No
     finally:
         handle.stop()
     assert "k3y" not in handle.logs()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (5000, 1), (1, 5000), (6000, 4)])
+@pytest.mark.parametrize("detect", ["true", "false"])
+def test_degenerate_sizes_are_answered(http: httpx.Client, size: tuple[int, int], detect: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "white").save(buf, "PNG")
+    r = upload(http, buf.getvalue(), name="strip.png", ctype="image/png", detect_faces=detect)
+    assert r.status_code == 200, r.text
+    assert r.json()["image"] == {"width": size[0], "height": size[1]}
+    if detect == "false":
+        assert [f["box"] for f in r.json()["faces"]] == [[0, 0, size[0], size[1]]]
