@@ -52,6 +52,7 @@
         const resp = await fetch("/v1/models", { cache: "no-store" });
         const body = await resp.json();
         if (!resp.ok) throw new Error(errorText(body, resp));
+        if (attempt > 0 && els.message.textContent.startsWith("Waiting for the server")) showMessage("");
         fillModels(body);
         return;
       } catch (err) {
@@ -113,8 +114,8 @@
     state.stream = stream;
     els.video.srcObject = stream;
     const settings = stream.getVideoTracks()[0]?.getSettings() ?? {};
-    // the front camera is shown mirrored, like a mirror; boxes are mirrored with it
-    els.video.classList.toggle("mirrored", settings.facingMode !== "environment" && state.facing === "user");
+    // a phone's front camera is shown mirrored, as people expect a selfie view; boxes are mirrored with it
+    els.video.classList.toggle("mirrored", settings.facingMode === "user");
     try {
       await els.video.play();
     } catch {

@@ -1,0 +1,312 @@
+"""The camera page in real Chromium (Playwright + Debian's /usr/bin/chromium) against a real server.
+
+Chromium's fake camera plays a Y4M video made here from a scenes-sample photo, so the page's whole
+path runs for real: getUserMedia -> canvas JPEG snapshot -> POST /v1/predict/snapshot -> boxes drawn.
+The page lists its detections in the DOM (#detections li[data-label][data-box]); the test matches them
+to the photo's VOC annotations. Screenshots go to $MASKLITE_TEST_ARTIFACTS (default work/test-artifacts/)
+and their paths are printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou
+from playwright.sync_api import Browser, Page, sync_playwright
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Scenes whose annotated faces the shipped int8 model labels correctly, with faces big enough to survive
+# the page's 640 px snapshot; one with both classes for the camera, another for the upload path.
+CAMERA_SCENE = "scene_05"
+UPLOAD_SCENE = "scene_16"
+IOU_MATCH = 0.3
+VIDEO_FPS = 10
+WAIT_MS = 60_000
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+
+# Records every fetch the page makes and the most snapshot requests ever in flight at once.
+FETCH_PROBE = """
+(() => {
+  window.__probe = { inflight: 0, maxInflight: 0, snapshots: 0, urls: [] };
+  const orig = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const url = new URL(typeof input === "string" ? input : input.url, location.href).href;
+    window.__probe.urls.push(url);
+    const snap = url.includes("/v1/predict/snapshot");
+    if (snap) {
+      window.__probe.snapshots++;
+      window.__probe.inflight++;
+      window.__probe.maxInflight = Math.max(window.__probe.maxInflight, window.__probe.inflight);
+    }
+    try { return await orig(input, init); } finally { if (snap) window.__probe.inflight--; }
+  };
+})();
+"""
+
+
+def artifacts_dir() -> Path:
+    root = os.environ.get("MASKLITE_TEST_ARTIFACTS") or REPO_ROOT / "work" / "test-artifacts"
+    path = Path(root) / "browser"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_y4m(rgb: np.ndarray, path: Path, frames: int = VIDEO_FPS, fps: int = VIDEO_FPS) -> tuple[int, int]:
+    """A still photo as a short 4:2:0 Y4M clip (Chromium loops it). Returns the frame (width, height)."""
+    height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2  # 4:2:0 needs even sides
+    i420 = cv2.cvtColor(np.ascontiguousarray(rgb[:height, :width]), cv2.COLOR_RGB2YUV_I420)
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n")
+            fh.write(i420.tobytes())
+    return width, height
+
+
+def scene(samples: list[SceneSample], name: str) -> SceneSample:
+    found = [s for s in samples if s.name == name]
+    if not found:
+        pytest.skip(f"{name} not in the scenes sample")
+    return found[0]
+
+
+def read_detections(page: Page) -> dict:
+    return page.evaluate(
+        """() => {
+          const list = document.getElementById('detections');
+          return {
+            source: list.dataset.source, frame: Number(list.dataset.frame),
+            width: Number(list.dataset.imageWidth), height: Number(list.dataset.imageHeight),
+            model: list.dataset.model,
+            faces: [...list.querySelectorAll('li[data-label]')].map(li => ({
+              label: li.dataset.label, probability: Number(li.dataset.probability),
+              box: li.dataset.box.split(',').map(Number), text: li.textContent })),
+          };
+        }"""
+    )
+
+
+def wait_for_result(page: Page, source: str, min_frame: int = 1) -> dict:
+    page.wait_for_function(
+        """([source, minFrame]) => {
+          const list = document.getElementById('detections');
+          return list.dataset.source === source && Number(list.dataset.frame) >= minFrame
+            && list.querySelectorAll('li[data-label]').length > 0;
+        }""",
+        arg=[source, min_frame],
+        timeout=WAIT_MS,
+    )
+    return read_detections(page)
+
+
+def describe(shown: dict) -> str:
+    return "; ".join(f"{f['text']} at {f['box']}" for f in shown["faces"])
+
+
+def check_labels(shown: dict, sample: SceneSample) -> list[str]:
+    """Each annotated face must be shown (IoU >= 0.3 after scaling) with the annotated label."""
+    sx, sy = shown["width"] / sample.width, shown["height"] / sample.height
+    problems = []
+    for ann in sample.faces:
+        box = scale_box(ann, sx, sy)
+        scored = sorted(((iou(box, tuple(f["box"])), f) for f in shown["faces"]), key=lambda t: -t[0])
+        if not scored or scored[0][0] < IOU_MATCH:
+            best = scored[0][0] if scored else 0.0
+            problems.append(f"{ann.label} face at {box} not shown (best IoU {best:.2f})")
+        elif scored[0][1]["label"] != ann.label:
+            f = scored[0][1]
+            problems.append(
+                f"face at {box}: shown {f['label']} (p_mask {f['probability']:.2f}), annotated {ann.label}"
+            )
+    return problems
+
+
+def scale_box(ann: AnnotatedFace, sx: float, sy: float) -> tuple[int, int, int, int]:
+    x, y, w, h = ann.box
+    return round(x * sx), round(y * sy), round(w * sx), round(h * sy)
+
+
+def overlay_painted_pixels(page: Page) -> int:
+    """How many overlay pixels are painted: boxes really drawn, not just listed."""
+    return page.evaluate(
+        """() => {
+          const c = document.getElementById('overlay');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0;
+          for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+          return n;
+        }"""
+    )
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} missing: apt-get install chromium (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def camera_scene(scene_samples: list[SceneSample]) -> SceneSample:
+    return scene(scene_samples, CAMERA_SCENE)
+
+
+@pytest.fixture(scope="module")
+def fake_camera(tmp_path_factory: pytest.TempPathFactory, camera_scene: SceneSample) -> Path:
+    bgr = cv2.imread(str(camera_scene.path), cv2.IMREAD_COLOR)
+    assert bgr is not None, camera_scene.path
+    path = tmp_path_factory.mktemp("camera") / f"{camera_scene.name}.y4m"
+    write_y4m(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Path, fake_camera: Path) -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(chromium),
+            headless=True,
+            args=[*FLAGS, f"--use-file-for-fake-video-capture={fake_camera}"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.grant_permissions(["camera"], origin=live_server)
+    pg = context.new_page()
+    pg.add_init_script(FETCH_PROBE)
+    errors: list[str] = []
+    pg.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.console_errors = errors  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_camera_shows_boxes_and_the_annotated_labels(
+    page: Page, live_server: str, camera_scene: SceneSample
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(live_server + "/")
+    shown = wait_for_result(page, "camera")
+    print(f"\ncamera frame {shown['width']}x{shown['height']}: {describe(shown)}")
+    problems = check_labels(shown, camera_scene)
+    assert not problems, f"{camera_scene.name} via the fake camera: {problems}\nshown: {shown['faces']}"
+    assert shown["model"] == "int8"
+    assert overlay_painted_pixels(page) > 500, "detections listed but no boxes drawn on the overlay"
+
+    # a few more frames: the loop keeps going at a steady rate, one request in flight at most
+    later = wait_for_result(page, "camera", min_frame=shown["frame"] + 4)
+    assert not check_labels(later, camera_scene)
+    stats = page.evaluate(
+        "() => ({latency: latency.textContent, server: server.textContent, fps: fps.textContent,"
+        " count: count.textContent, probe: window.__probe})"
+    )
+    print(f"page stats: latency {stats['latency']}, server {stats['server']}, FPS {stats['fps']}, "
+          f"faces {stats['count']}, snapshots sent {stats['probe']['snapshots']}")
+    assert stats["latency"].endswith("ms") and stats["server"].endswith("ms")
+    assert float(stats["fps"]) > 0
+    assert stats["probe"]["maxInflight"] == 1, stats["probe"]
+    # nothing leaves for another origin: every request goes to this service (or stays in the page)
+    foreign = [u for u in requests if not u.startswith((live_server, "data:", "blob:"))]
+    assert not foreign, foreign
+
+    shot = artifacts_dir() / "camera.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    assert not page.console_errors, page.console_errors
+
+
+def test_photo_upload_shows_the_annotated_labels(
+    page: Page, live_server: str, scene_samples: list[SceneSample]
+) -> None:
+    sample = scene(scene_samples, UPLOAD_SCENE)
+    page.goto(live_server + "/")
+    wait_for_result(page, "camera")  # the camera runs first; a photo replaces it
+    page.set_input_files("#file", str(sample.path))
+    shown = wait_for_result(page, "upload")
+    print(f"\nupload {sample.name} {shown['width']}x{shown['height']}: {describe(shown)}")
+    assert (shown["width"], shown["height"]) == (sample.width, sample.height)
+    problems = check_labels(shown, sample)
+    assert not problems, f"{sample.name} uploaded: {problems}\nshown: {shown['faces']}"
+    assert page.is_visible("#photo") and not page.is_visible("#video")
+    assert overlay_painted_pixels(page) > 500
+    shot = artifacts_dir() / "upload.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+    page.click("#back")  # back to the live camera
+    wait_for_result(page, "camera")
+    assert not page.console_errors, page.console_errors
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [("NotAllowedError", "denied"), ("NotFoundError", "No camera was found")],
+)
+def test_camera_denied_or_absent_says_so(page: Page, live_server: str, error: str, expected: str) -> None:
+    page.add_init_script(
+        f"navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('test', '{error}'));"
+    )
+    page.goto(live_server + "/")
+    page.wait_for_function("() => document.body.dataset.state === 'camera-error'", timeout=WAIT_MS)
+    message = page.inner_text("#message")
+    assert expected in message, message
+    assert "photo" in message  # and it points to the upload path, which still works
+    assert page.is_visible("#file") or page.is_visible("#drop")
+
+
+def test_phone_layout(browser: Browser, live_server: str, camera_scene: SceneSample) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
+    try:
+        pg = context.new_page()
+        pg.goto(live_server + "/")
+        shown = wait_for_result(pg, "camera")
+        assert not check_labels(shown, camera_scene)
+        widths = pg.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"page scrolls sideways on a phone: {widths}"
+        box = pg.locator("#stage").bounding_box()
+        assert box is not None and box["width"] <= 390
+        shot = artifacts_dir() / "phone.png"
+        pg.screenshot(path=str(shot), full_page=True)
+        print(f"\nscreenshot: {shot}")
+    finally:
+        context.close()
