@@ -1,0 +1,72 @@
+"""Defaults in one place. Every value here is recorded in the model card (`training` section)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from masklite.paths import REPO_ROOT
+
+DEFAULT_WORK_DIR = REPO_ROOT / "work"
+DEFAULT_REPORTS_DIR = REPO_ROOT / "reports"
+
+
+@dataclass
+class PrepareConfig:
+    crop_margin: float = 0.2
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    split_seed: int = 0
+    detector_score_threshold: float = 0.6
+    detector_nms_threshold: float = 0.3
+
+
+@dataclass
+class FeatureConfig:
+    input_size: int = 128
+    alpha: float = 1.0
+    # augmented views per training image, on top of the clean view
+    train_views: int = 4
+    seed: int = 0
+    # augmentation probabilities / ranges (see training/features.py:augment)
+    p_flip: float = 0.5
+    p_lowres: float = 0.5
+    lowres_side: tuple[int, int] = (14, 48)
+    p_color: float = 0.8
+    brightness: float = 40.0
+    contrast: tuple[float, float] = (0.65, 1.35)
+    box_shift: float = 0.10
+    box_scale: tuple[float, float] = (0.85, 1.25)
+    batch_size: int = 64
+
+
+@dataclass
+class HeadConfig:
+    # number of Dense layers INCLUDING the softmax output layer (depth 1 = logistic regression on the
+    # pooled backbone features; the original design's 4 = three hidden layers + the output)
+    depth: int = 4
+    width: int = 128
+    dropout: float = 0.3
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def work_paths(work_dir: Path) -> dict[str, Path]:
+    return {
+        "prepare": work_dir / "prepare",
+        "features": work_dir / "features",
+        "train": work_dir / "train",
+        "export": work_dir / "export",
+    }

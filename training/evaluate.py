@@ -1,0 +1,299 @@
+"""`evaluate`: Keras, float32 TFLite and int8 TFLite on the test split and on the scene photos.
+
+The two TFLite models run through masklite.classifier.Classifier on inputs from masklite.preprocess,
+the exact code the service uses. Writes metrics into model_card.json, plots into models/plots/,
+the held-out evaluation set models/evalset.zip, and models/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from masklite.card import ModelCard, load_card, save_card
+from masklite.classifier import Classifier
+from masklite.faces import FaceDetector
+from masklite.image import decode_image
+from masklite.paths import sha256_file
+from masklite.preprocess import normalize, preprocess
+from training import plots
+from training.config import HeadConfig
+from training.metrics import classification_metrics, summary
+from training.scenes import annotated_crops, detected_crops, load_scenes, scene_metrics
+
+EVALSET_FILE = "evalset.zip"
+EVALSET_PER_CLASS = 200
+PLOTS_DIR = "plots"
+ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed timestamps: the same crops give a byte-identical zip
+PRECISIONS = ("float32", "int8")
+
+
+def load_crops(work: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(work / "features" / f"crops_{split}.npz") as z:
+        return z["crops"], z["y"], z["row"]
+
+
+def classify_fn(model, spec):
+    """list of RGB crops (any size) -> probabilities, through the card's preprocessing."""
+    if isinstance(model, Classifier):
+        return lambda crops: model.predict(preprocess(crops, spec))
+    return lambda crops: np.asarray(model.predict(preprocess(crops, spec), batch_size=64, verbose=0))
+
+
+def measure_latency(paths: dict[str, Path], size: tuple[int, int], runs: int = 300, rounds: int = 6) -> dict:
+    """Median/p90 ms per image, 1 thread, batch 1; precisions interleaved in rounds so a busy shared
+    CPU affects both alike."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *size, 3)).astype(np.float32)
+    clfs = {p: Classifier(path, num_threads=1) for p, path in paths.items()}
+    times: dict[str, list[float]] = {p: [] for p in clfs}
+    for clf in clfs.values():
+        for _ in range(20):
+            clf.predict(x)
+    for _ in range(rounds):
+        for p, clf in clfs.items():
+            for _ in range(runs // rounds):
+                t0 = time.perf_counter()
+                clf.predict(x)
+                times[p].append((time.perf_counter() - t0) * 1e3)
+    return {p: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
+                "mean_ms": float(np.mean(t)), "runs": len(t), "threads": 1, "batch": 1} for p, t in times.items()}
+
+
+def write_evalset(work: Path, card: ModelCard, manifest, path: Path, per_class: int = EVALSET_PER_CLASS,
+                  seed: int = 0) -> dict:
+    """Up to `per_class` test-split face crops per label, at input size, JPEG q95, one folder per label."""
+    crops, y, rows = load_crops(work, "test")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == k))[:per_class]
+                                    for k in range(len(card.labels))]))
+    buf = io.BytesIO()
+    counts = dict.fromkeys(card.labels, 0)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in picks:
+            label = card.labels[int(y[i])]
+            stem = Path(str(manifest.loc[int(rows[i]), "rel"])).stem
+            ok, enc = cv2.imencode(".jpg", cv2.cvtColor(crops[i], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            zf.writestr(zipfile.ZipInfo(f"{label}/{stem}.jpg", date_time=ZIP_DATE), enc.tobytes())
+            counts[label] += 1
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "counts": counts,
+            "source": "test split (group-aware; never seen in training), detector face crops",
+            "format": "zip, one folder per label, JPEG q95 at model input size",
+            "size": list(card.input.size)}
+
+
+def read_evalset(path: Path, labels: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+    crops, y = [], []
+    with zipfile.ZipFile(path) as zf:
+        for name in sorted(zf.namelist()):
+            if name.endswith("/"):
+                continue
+            crops.append(decode_image(zf.read(name)))
+            y.append(labels.index(name.split("/")[0]))
+    return crops, np.array(y)
+
+
+def framing_ablation(work: Path, card: ModelCard, weights: str, scenes, detector, head_cfg: HeadConfig,
+                     seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """What face crops + augmentation bought: heads trained on whole images, on clean face crops, and on
+    face crops + augmented views, all evaluated on test face crops and on the scene faces."""
+    from training.features import FeatureExtractor, load_split
+    from training.head import train_head
+    from training.stages import load_features_meta
+
+    meta = load_features_meta(work)
+    from training.config import FeatureConfig
+
+    fcfg = FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    extractor = FeatureExtractor(fcfg, weights)
+    size = tuple(card.input.size)
+    ann, ann_labels = annotated_crops(scenes, card.crop_margin)
+    det = detected_crops(scenes, detector, card.crop_margin) if detector else {"crops": [], "labels": []}
+
+    def feats(crops):
+        from masklite.preprocess import resize_crop
+
+        return extractor(np.stack([resize_crop(c, size) for c in crops]))
+
+    eval_sets = {
+        "test_face_crops": (load_split(work / "features", "test")["X"], load_split(work / "features", "test")["y"]),
+        "test_whole_images": (load_split(work / "features", "whole_test")["X"],
+                              load_split(work / "features", "whole_test")["y"]),
+        "scenes_annotated": (feats(ann), np.array([card.labels.index(v) for v in ann_labels])),
+    }
+    if det["crops"]:
+        eval_sets["scenes_detected"] = (feats(det["crops"]), np.array([card.labels.index(v) for v in det["labels"]]))
+    train, whole = load_split(work / "features", "train"), load_split(work / "features", "whole_train")
+    val = load_split(work / "features", "val")
+    variants = {
+        "whole image, no augmentation": (whole["X"], whole["y"]),
+        "face crop, no augmentation": (train["X"][train["view"] == 0], train["y"][train["view"] == 0]),
+        "face crop + augmentation (shipped)": (train["X"], train["y"]),
+    }
+    rows = []
+    for name, (x, y) in variants.items():
+        accs: dict[str, list[float]] = {k: [] for k in eval_sets}
+        bals: dict[str, list[float]] = {k: [] for k in eval_sets}
+        for seed in seeds:
+            cfg = HeadConfig(**{**head_cfg.__dict__, "seed": seed})
+            head, _ = train_head(x, y, val["X"], val["y"], len(card.labels), cfg)
+            for k, (xe, ye) in eval_sets.items():
+                pred = np.asarray(head.predict(xe, verbose=0)).argmax(axis=1)
+                accs[k].append(float((pred == ye).mean()))
+                bals[k].append(float(np.mean([(pred[ye == c] == c).mean() for c in np.unique(ye)])))
+        row = {"train_input": name, "seeds": len(seeds)}
+        for k in eval_sets:
+            row[k] = {"mean": float(np.mean(accs[k])), "sd": float(np.std(accs[k]))}
+            row[f"{k}_balanced"] = {"mean": float(np.mean(bals[k])), "sd": float(np.std(bals[k]))}
+        rows.append(row)
+    return {"rows": rows, "metric": "accuracy (Keras head on cached float features), mean ± sd over seeds",
+            "eval_sizes": {k: int(len(v[1])) for k, v in eval_sets.items()}}
+
+
+def stage_evaluate(work: Path, models_dir: Path, weights: str, scenes_dir: Path | None, detector_path: Path | None,
+                   head_cfg: HeadConfig | None = None, progress: bool = True, ablation: bool = True) -> ModelCard:
+    from training.prepare import load_manifest
+    from training.stages import composed_model
+
+    card = load_card(models_dir)
+    spec = card.input
+    labels = card.labels
+    plots_dir = models_dir / PLOTS_DIR
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    manifest, _ = load_manifest(work / "prepare")
+    keras_model, _ = composed_model(work, weights)
+    paths = {p: models_dir / card.models[p].file for p in PRECISIONS}
+    clfs = {p: Classifier(paths[p], num_threads=2) for p in PRECISIONS}
+    runners = {"keras": classify_fn(keras_model, spec), **{p: classify_fn(clfs[p], spec) for p in PRECISIONS}}
+
+    results: dict[str, dict] = {name: {} for name in runners}
+    probs_test: dict[str, np.ndarray] = {}
+    for split in ("test", "val"):
+        crops, y, _ = load_crops(work, split)
+        for name, run in tqdm(runners.items(), desc=f"evaluate {split}", disable=not progress):
+            probs = run(list(crops))
+            results[name][split] = classification_metrics(probs, y, labels, positive=card.mask_index)
+            if split == "test":
+                probs_test[name] = probs
+    y_test = load_crops(work, "test")[1]
+    parity = {
+        "n": int(len(y_test)),
+        "label_agreement": {
+            "float32_vs_keras": float((probs_test["float32"].argmax(1) == probs_test["keras"].argmax(1)).mean()),
+            "int8_vs_float32": float((probs_test["int8"].argmax(1) == probs_test["float32"].argmax(1)).mean()),
+            "int8_vs_keras": float((probs_test["int8"].argmax(1) == probs_test["keras"].argmax(1)).mean()),
+        },
+        "max_abs_prob_diff": {
+            "float32_vs_keras": float(np.abs(probs_test["float32"] - probs_test["keras"]).max()),
+            "int8_vs_float32": float(np.abs(probs_test["int8"] - probs_test["float32"]).max()),
+        },
+        "mean_abs_prob_diff": {
+            "float32_vs_keras": float(np.abs(probs_test["float32"] - probs_test["keras"]).mean()),
+            "int8_vs_float32": float(np.abs(probs_test["int8"] - probs_test["float32"]).mean()),
+        },
+    }
+
+    scenes, detector = None, None
+    if scenes_dir is not None:
+        scenes = load_scenes(scenes_dir)
+        if detector_path is not None:
+            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+        for name, run in runners.items():
+            results[name]["scenes"] = scene_metrics(scenes, labels, run, card.crop_margin, detector)
+
+    # evaluation set shipped beside the models, and the models' accuracy on it (decoded JPEGs)
+    evalset = write_evalset(work, card, manifest, models_dir / EVALSET_FILE)
+    ev_crops, ev_y = read_evalset(models_dir / EVALSET_FILE, labels)
+    for name, run in runners.items():
+        results[name]["evalset"] = summary(classification_metrics(run(ev_crops), ev_y, labels, card.mask_index))
+
+    latency = measure_latency(paths, tuple(spec.size))
+    speedup = latency["float32"]["median_ms"] / latency["int8"]["median_ms"]
+
+    ablation_result = None
+    if ablation and scenes is not None:
+        ablation_result = framing_ablation(work, card, weights, scenes, detector, head_cfg or HeadConfig())
+
+    # plots
+    plots.confusion_matrices({n: results[n]["test"]["confusion_matrix"] for n in runners}, labels,
+                             plots_dir / "confusion_test.png", "Test split (group-aware)")
+    if scenes is not None:
+        plots.confusion_matrices({n: _scene_cm(results[n]["scenes"]["annotated"], labels) for n in runners},
+                                 labels, plots_dir / "confusion_scenes.png", "Scene faces (annotated boxes)")
+    plots.reliability({n: results[n]["test"]["reliability"] for n in runners},
+                      {n: results[n]["test"]["ece"] for n in runners}, plots_dir / "reliability_test.png")
+    history = json.loads((work / "train" / "history.json").read_text())
+    plots.training_curves(history, plots_dir / "training_curves.png")
+    if ablation_result:
+        keys = [k for k in ablation_result["rows"][0] if k not in ("train_input", "seeds") and
+                not k.endswith("_balanced")]
+        plots.bars(ablation_result["rows"], "train_input", keys, plots_dir / "framing_ablation.png",
+                   "Framing ablation: what the head was trained on")
+
+    # card
+    for p in PRECISIONS:
+        entry = card.models[p]
+        entry.metrics = {
+            "test": summary(results[p]["test"]),
+            "val": summary(results[p]["val"]),
+            "evalset": results[p]["evalset"],
+        }
+        if "scenes" in results[p]:
+            entry.metrics["scenes"] = results[p]["scenes"]
+        entry.latency_ms = latency[p]  # type: ignore[attr-defined]
+    extra = card.model_extra if card.model_extra is not None else {}
+    extra["evaluation"] = {
+        "keras": {"test": summary(results["keras"]["test"]), "scenes": results["keras"].get("scenes"),
+                  "evalset": results["keras"]["evalset"]},
+        "parity_test": parity,
+        "int8_speedup_vs_float32": speedup,
+        "latency_note": "masklite.classifier.Classifier, LiteRT, 1 thread, batch 1, median of interleaved runs "
+                        "on a shared 2-core CPU",
+        "scenes_note": "scenes-sample: 30 photos, 88 with_mask + 30 without_mask annotated faces, a different "
+                       "source from training; small, so read it as a cross-source check, not a benchmark",
+        "plots": sorted(f"{PLOTS_DIR}/{p.name}" for p in plots_dir.glob("*.png")),
+    }
+    if ablation_result:
+        extra["evaluation"]["framing_ablation"] = ablation_result
+    card.evalset = evalset  # type: ignore[attr-defined]
+    save_card(card, models_dir)
+    (models_dir / "evaluation_report.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    return card
+
+
+def _scene_cm(block: dict, labels: list[str]) -> list[list[int]]:
+    """Confusion matrix from per-class accuracy blocks (2 classes)."""
+    cm = []
+    for k, lab in enumerate(labels):
+        n = block["per_class"][lab]["n"]
+        right = round((block["per_class"][lab]["accuracy"] or 0) * n)
+        row = [0] * len(labels)
+        row[k] = right
+        row[1 - k if len(labels) == 2 else k] += n - right
+        cm.append(row)
+    return cm
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def normalise_crops(crops: np.ndarray, card: ModelCard) -> np.ndarray:
+    return normalize(crops, card.input)

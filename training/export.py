@@ -1,0 +1,83 @@
+"""`export`: backbone + trained head as one Keras model -> float32 and full-integer int8 TFLite.
+
+Input: float32 (1, H, W, 3) already normalised (x = pixel/127.5 - 1, see the card); output: softmax
+over the labels in card order. The int8 model has int8 input and output (quantisation parameters are
+read by masklite.classifier.Classifier, which the service uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+FLOAT32_FILE = "masklite_float32.tflite"
+INT8_FILE = "masklite_int8.tflite"
+
+
+def compose(backbone, head, size: int):
+    import keras
+
+    inputs = keras.Input((size, size, 3), name="image")
+    probs = head(backbone(inputs, training=False))
+    return keras.Model(inputs, probs, name="masklite")
+
+
+def _convert(model, shape: list[int], representative: np.ndarray | None = None) -> bytes:
+    """TFLite bytes from a SavedModel export of `model` with a fixed input shape; full int8 when a
+    representative batch is given.
+
+    (from_concrete_functions on a Keras 3 model leaves READ_VARIABLE ops that break int8 calibration;
+    the SavedModel route freezes the variables.)"""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="masklite-export-") as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if representative is not None:
+            if len(representative) == 0:
+                raise ValueError("int8 export needs a non-empty representative dataset")
+
+            def gen() -> Iterator[list[np.ndarray]]:
+                for x in representative:
+                    yield [x[None].astype(np.float32)]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = gen
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def to_tflite_float32(model, size: int) -> bytes:
+    return _convert(model, [1, size, size, 3])
+
+
+def to_tflite_int8(model, size: int, representative: np.ndarray) -> bytes:
+    """Full-integer quantisation; `representative` is a float32 batch of normalised train crops."""
+    return _convert(model, [1, size, size, 3], representative)
+
+
+def head_to_tflite_int8(head, representative: np.ndarray) -> bytes:
+    """Full-int8 TFLite of the head alone (features in, probabilities out), for the studies."""
+    return _convert(head, [1, int(representative.shape[1])], representative)
+
+
+def representative_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded, class-balanced sample of row indices."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    per = max(1, n // len(classes))
+    picks = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
+    return np.sort(np.concatenate(picks))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,183 @@
+"""The pipeline stages behind `python -m training <command>`; each reads the previous stage's work files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from masklite.card import DetectorSpec, ModelCard, ModelEntry, save_card
+from masklite.paths import sha256_file
+from training.config import FeatureConfig, HeadConfig, PrepareConfig
+from training.export import (
+    FLOAT32_FILE,
+    INT8_FILE,
+    compose,
+    representative_indices,
+    to_tflite_float32,
+    to_tflite_int8,
+)
+from training.features import build_backbone, extract_features, input_spec, load_split
+from training.head import save_history, train_head
+from training.prepare import atomic_dir, commit_dir, load_manifest, prepare
+
+REPRESENTATIVE_SAMPLES = 200
+
+
+def stage_prepare(data_dir: Path, detector: Path, work: Path, cfg: PrepareConfig, progress: bool = True) -> dict:
+    return prepare(data_dir, detector, work / "prepare", cfg, progress)
+
+
+def stage_features(data_dir: Path, work: Path, cfg: FeatureConfig, weights: str, progress: bool = True) -> dict:
+    manifest, report = load_manifest(work / "prepare")
+    return extract_features(manifest, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights,
+                            progress)
+
+
+def load_features_meta(work: Path) -> dict:
+    path = work / "features" / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m training features` first")
+    return json.loads(path.read_text())
+
+
+def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
+    meta = load_features_meta(work)
+    train, val = load_split(work / "features", "train"), load_split(work / "features", "val")
+    val_clean = val["view"] == 0
+    t0 = time.perf_counter()
+    head, history = train_head(train["X"], train["y"], val["X"][val_clean], val["y"][val_clean],
+                                len(meta["labels"]), cfg, verbose=verbose)
+    seconds = time.perf_counter() - t0
+    tmp = atomic_dir(work / "train")
+    try:
+        head.save(tmp / "head.keras")
+        save_history(history, tmp / "history.json")
+        info = {"config": asdict(cfg), "seconds": seconds, "train_vectors": int(len(train["X"])),
+                "final": {k: v[-1] for k, v in history.items()}}
+        (tmp / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+        commit_dir(tmp, work / "train")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def composed_model(work: Path, weights: str | None):
+    """Backbone (+ ImageNet weights) and the trained head as one Keras model on normalised images."""
+    import keras
+
+    meta = load_features_meta(work)
+    size = int(meta["config"]["input_size"])
+    head_path = work / "train" / "head.keras"
+    if not head_path.is_file():
+        raise FileNotFoundError(f"{head_path} not found: run `python -m training train` first")
+    head = keras.models.load_model(head_path)
+    backbone = build_backbone(size, meta["config"]["alpha"], weights)
+    return compose(backbone, head, size), meta
+
+
+def representative_batch(work: Path, meta: dict, n: int = REPRESENTATIVE_SAMPLES, seed: int = 0) -> np.ndarray:
+    from masklite.preprocess import normalize
+
+    with np.load(work / "features" / "crops_train.npz") as z:
+        crops, y = z["crops"], z["y"]
+    idx = representative_indices(y, n, seed)
+    return normalize(crops[idx], input_spec(int(meta["config"]["input_size"])))
+
+
+def library_versions() -> dict:
+    import ai_edge_litert
+    import cv2
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    import masklite
+
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001
+        litert = getattr(ai_edge_litert, "__version__", "unknown")
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "ai_edge_litert": litert, "opencv": cv2.__version__, "numpy": np.__version__,
+            "scikit_learn": sklearn.__version__, "masklite": masklite.__version__}
+
+
+def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> ModelCard:
+    """Writes both .tflite files and model_card.json (metrics are filled in by evaluate).
+
+    Files are built in a temp folder inside models_dir and moved into place, the card last, so a
+    failure never leaves a card pointing at a missing or different file."""
+    model, meta = composed_model(work, weights)
+    size = int(meta["config"]["input_size"])
+    _, report = load_manifest(work / "prepare")
+    train_info = json.loads((work / "train" / "train.json").read_text())
+    t0 = time.perf_counter()
+    f32 = to_tflite_float32(model, size)
+    t1 = time.perf_counter()
+    rep = representative_batch(work, meta, seed=seed)
+    i8 = to_tflite_int8(model, size, rep)
+    t2 = time.perf_counter()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_dir(models_dir / ".export")
+    try:
+        (tmp / FLOAT32_FILE).write_bytes(f32)
+        (tmp / INT8_FILE).write_bytes(i8)
+        quant = {
+            "float32": {"kind": "none (float32 weights and activations)"},
+            "int8": {
+                "kind": "full-integer (weights and activations int8, int8 input/output)",
+                "representative_samples": int(len(rep)),
+                "representative_source": "clean face crops from the train split, class-balanced, seeded",
+            },
+        }
+        entries = {
+            p: ModelEntry(file=f, sha256=sha256_file(tmp / f), bytes=(tmp / f).stat().st_size, precision=p,
+                          quantization=quant[p])
+            for p, f in (("float32", FLOAT32_FILE), ("int8", INT8_FILE))
+        }
+        card = ModelCard(
+            name="masklite-mobilenetv2",
+            version=time.strftime("%Y%m%d"),
+            labels=meta["labels"],
+            input=input_spec(size),
+            crop_margin=float(report["config"]["crop_margin"]),
+            detector=DetectorSpec(**{k: report["detector"][k] for k in
+                                     ("name", "file", "sha256", "score_threshold", "nms_threshold")}),
+            models=entries,
+            dataset={
+                "name": Path(report["data_dir"]).name,
+                "fingerprint": report["fingerprint"],
+                "num_images": report["num_images"],
+                "crop_rule": report["crop_rule"],
+                "crop_counts": report["crop_counts"],
+                "images_with_several_faces": report["images_with_several_faces"],
+                "groups": report["groups"],
+            },
+            splits=report["splits"],
+            training={
+                "backbone": {"arch": "MobileNetV2", "alpha": meta["config"]["alpha"], "weights": meta["weights"],
+                             "frozen": True, "pooling": "global average", "feature_dim": 1280},
+                "features": meta["config"],
+                "feature_vectors": meta["counts"],
+                "head": train_info["config"],
+                "head_depth_counts_output_layer": True,
+                "final_epoch": train_info["final"],
+                "convert_seconds": {"float32": round(t1 - t0, 1), "int8": round(t2 - t1, 1)},
+            },
+            versions=library_versions(),
+        )
+        for p, f in (("float32", FLOAT32_FILE), ("int8", INT8_FILE)):
+            (tmp / f).replace(models_dir / f)
+        save_card(card, models_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return card
