@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 
 from masklite.card import ModelCard, load_card, verify_model_file
@@ -121,6 +122,8 @@ class Runtime:
         """Blocking: card -> sha256 -> probe interpreters -> detector -> per-thread warm-up -> ready."""
         self.phase = "loading"
         t0 = time.perf_counter()
+        if self.settings.opencv_threads is not None:
+            cv2.setNumThreads(self.settings.opencv_threads)
         models_dir = self.settings.models_dir
         try:
             self.card = load_card(models_dir)

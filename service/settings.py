@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     threads: int = Field(2, ge=1, le=64, description="inference threads per worker process")
+    opencv_threads: int | None = Field(
+        None, ge=0, le=64, description="OpenCV's own thread pool (YuNet); unset: OpenCV's default (all cores)"
+    )
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with model_card.json and *.tflite")
     detector_path: Path | None = Field(None, description="YuNet .onnx file")
     detector_download: bool = Field(False, description="download the pinned YuNet file when no path is set")
@@ -35,6 +38,17 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 responses")
     warmup_runs: int = Field(3, ge=0, description="warm-up inferences per thread before ready")
     jobs_dir: Path = Field(Path("data/jobs"), description="where job results are stored")
+    # background jobs (service/jobs.py): robustness grids and benchmarks, in separate processes
+    max_jobs: int = Field(1, ge=1, le=16, description="jobs running at once (1: never two at a time)")
+    job_queue: int = Field(4, ge=0, le=1000, description="jobs waiting beyond the running ones; more → 429")
+    job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of job processes (predict first)")
+    job_workers: int = Field(1, ge=1, le=16, description="evaluation processes per robustness job")
+    jobs_keep: int = Field(200, ge=1, description="finished jobs kept on disk; the oldest are deleted")
+    evalset_max_bytes: int = Field(8_000_000, ge=1, description="largest uploaded evaluation-set zip")
+    evalset_max_files: int = Field(5_000, ge=1, description="most members in an uploaded evaluation-set zip")
+    evalset_max_uncompressed_bytes: int = Field(
+        100_000_000, ge=1, description="most bytes an uploaded evaluation-set zip may inflate to"
+    )
     api_key: SecretStr | None = Field(None, description="when set, required on job and benchmark routes")
     protect_predict: bool = Field(False, description="also require the API key on predict routes")
     cors_origins: Annotated[list[str], NoDecode] = Field(
