@@ -391,13 +391,15 @@
     const fontPx = Math.max(12, Math.min(18, rect.width / 40));
     ctx.font = `600 ${fontPx}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
-    for (const face of result.faces) {
+    result.faces.forEach((face, i) => {
       const [bx, by, bw, bh] = face.box;
       const x = (mirrored ? result.image.width - bx - bw : bx) * sx;
       const y = by * sy;
       const w = bw * sx;
       const h = bh * sy;
-      const { masked, text } = labelText(face);
+      const { masked, text: full } = labelText(face);
+      // numbered like the list; a tiny face gets only its number so labels do not bury the picture
+      const text = w < 3 * fontPx ? `#${i + 1}` : `#${i + 1} ${full}`;
       const color = masked ? "#22c55e" : "#ef4444";
       ctx.lineWidth = Math.max(2, fontPx / 6);
       ctx.strokeStyle = color;
@@ -411,7 +413,7 @@
       ctx.fillRect(tx, ty, tw, th);
       ctx.fillStyle = "#000";
       ctx.fillText(text, tx + pad, ty + pad);
-    }
+    });
   }
 
   // ---------------------------------------------------------------- helpers

@@ -104,8 +104,8 @@ def image(docker: Docker, models_dir: Path) -> str:
             timeout=1800,
         )
         print(f"\ndocker build (runtime) in {time.perf_counter() - t0:.1f} s")
-        for line in build.stdout.splitlines():
-            if "face detector" in line or "image check" in line:
+        for line in build.stdout.replace("\x1b[0m", "").splitlines():
+            if line.startswith(("face detector /", "image check:")):  # the stages' own reports
                 print("  build:", line.strip())
     finally:
         if placed:

@@ -25,8 +25,8 @@ CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Scenes whose annotated faces the shipped int8 model labels correctly, with faces big enough to survive
 # the page's 640 px snapshot; one with both classes for the camera, another for the upload path.
-CAMERA_SCENE = "scene_05"
-UPLOAD_SCENE = "scene_16"
+CAMERA_SCENE = "scene_07"
+UPLOAD_SCENE = "scene_22"
 IOU_MATCH = 0.3
 VIDEO_FPS = 10
 WAIT_MS = 60_000
