@@ -28,3 +28,6 @@ bench:  ## classifier + pipeline + HTTP benchmarks; prints tables, writes benchm
 
 build-models:  ## prepare -> train -> export -> evaluate, writes models/
 	$(PY) -m training build
+
+robustness-report:  ## per-layer weight robustness of the shipped models -> reports/robustness.md + PNGs
+	$(PY) -m masklite.robustness_cli report --workers 2

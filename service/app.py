@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from masklite import __version__
 from service.errors import ErrorResponse, install_error_handlers
 from service.middleware import RequestContextMiddleware
-from service.routers import health, models, predict, web
+from service.routers import benchmark, health, jobs, models, predict, robustness, web
 from service.routers import metrics as metrics_router
 from service.runtime import Runtime
 from service.security import document_security
@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(metrics_router.router)
     app.include_router(web.router)
+    app.include_router(jobs.router)
+    app.include_router(robustness.router)
+    app.include_router(benchmark.router)
 
     app.openapi = _openapi_with_envelope(app)  # type: ignore[method-assign]
     return app

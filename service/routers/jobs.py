@@ -1,0 +1,211 @@
+"""/v1/jobs: list, inspect, download artifacts of, and cancel background jobs (see service/jobs.py).
+
+This router also owns the JobManager's lifetime (its lifespan is merged into the app's), so the app
+needs one `include_router` line. Other routers submit with `submit_job(request, kind, params, public)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from service.errors import ApiError, error_responses
+from service.jobs import JobManager, QueueFull, StorageUnavailable, UnknownKind
+from service.security import require_api_key
+
+log = logging.getLogger("masklite.jobs")
+
+MEDIA_TYPES = {"png": "image/png", "csv": "text/csv", "json": "application/json", "txt": "text/plain",
+               "md": "text/markdown"}  # fmt: skip
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+@asynccontextmanager
+async def jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.state.settings
+    manager = JobManager(
+        settings.jobs_dir,
+        max_running=settings.max_jobs,
+        queue_size=settings.job_queue,
+        keep=settings.jobs_keep,
+        nice=settings.job_nice,
+    )
+    await asyncio.to_thread(manager.start)
+    app.state.jobs = manager
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(manager.close)
+
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], lifespan=jobs_lifespan)
+
+
+class JobSummary(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    progress: float = Field(ge=0, le=1)
+    created: str | None
+    started: str | None
+    finished: str | None
+    elapsed_s: float | None = None
+    error: str | None
+    status_url: str
+
+
+class JobDetail(JobSummary):
+    params: dict[str, Any]
+    artifacts: dict[str, str] = Field(description="file name -> download URL")
+    partial: dict[str, Any] | None = Field(description="results so far, while the job runs")
+    result: dict[str, Any] | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    running: int
+    queued: int
+    max_running: int
+    queue_size: int
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: JobState
+    status_url: str
+
+
+def get_jobs(request: Request) -> JobManager:
+    manager = getattr(request.app.state, "jobs", None)
+    if manager is None:
+        raise ApiError(503, "jobs_unavailable", "the job runner is not started", {"Retry-After": "1"})
+    return manager
+
+
+def status_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def submit_job(
+    request: Request, kind: str, params: dict[str, Any], public_params: dict[str, Any] | None = None
+) -> JSONResponse:
+    """Queue a job and answer 202 {job_id, state, status_url}; 429 when the queue is full, 503 when job
+    results cannot be stored."""
+    manager = get_jobs(request)
+    try:
+        job = manager.submit(kind, params, public_params)
+    except QueueFull as exc:
+        raise ApiError(429, "job_queue_full", str(exc), {"Retry-After": str(manager.retry_after_s)}) from exc
+    except StorageUnavailable as exc:
+        raise ApiError(503, "jobs_storage_unavailable", str(exc), {"Retry-After": "60"}) from exc
+    except UnknownKind as exc:
+        raise ApiError(500, "internal_error", str(exc)) from exc
+    url = status_url(job.id)
+    body = JobAccepted(job_id=job.id, state=job.state, status_url=url)  # type: ignore[arg-type]
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": url})
+
+
+def _job_or_404(manager: JobManager, job_id: str) -> Any:
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        job = None
+    else:
+        job = manager.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id[:64]!r}")
+    return job
+
+
+def _summary(job: Any) -> dict[str, Any]:
+    return {**job.summary(), "status_url": status_url(job.id)}
+
+
+@router.get("/v1/jobs", response_model=JobList, responses=error_responses(401, 403, 503), summary="List jobs")
+async def list_jobs(
+    request: Request,
+    kind: Annotated[str | None, Query(max_length=32, description="only jobs of this kind")] = None,
+    state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    manager = get_jobs(request)
+    jobs = [
+        j for j in manager.list() if (kind is None or j.kind == kind) and (state is None or j.state == state)
+    ]
+    counts = manager.counts()
+    return {
+        "jobs": [_summary(j) for j in jobs[:limit]],
+        **counts,
+        "max_running": manager.max_running,
+        "queue_size": manager.queue_size,
+    }
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobDetail,
+    responses=error_responses(401, 403, 404, 503),
+    summary="A job: state, progress, partial and final results",
+)
+async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    job = _job_or_404(get_jobs(request), job_id)
+    detail = job.detail()
+    detail["artifacts"] = {name: f"{status_url(job.id)}/artifacts/{name}" for name in detail["artifacts"]}
+    return {**detail, "status_url": status_url(job.id)}
+
+
+def _artifact(request: Request, job_id: str, name: str) -> FileResponse:
+    manager = get_jobs(request)
+    job = _job_or_404(manager, job_id)
+    path = manager.artifact_path(job.id, name)
+    if path is None:
+        hint = "" if job.state == "done" else f" (the job is {job.state})"
+        raise ApiError(404, "artifact_not_found", f"job {job.id} has no artifact {name[:100]!r}{hint}")
+    media = MEDIA_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/v1/jobs/{job_id}/heatmap.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(401, 403, 404, 503)},
+    summary="A finished robustness job's heatmap",
+)
+async def get_heatmap(request: Request, job_id: str) -> FileResponse:
+    return _artifact(request, job_id, "heatmap.png")
+
+
+@router.get(
+    "/v1/jobs/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/png": {}, "text/csv": {}, "application/json": {}}},
+        **error_responses(401, 403, 404, 503),
+    },  # fmt: skip
+    summary="A file the job wrote (only names listed in the job's artifacts)",
+)
+async def get_artifact(request: Request, job_id: str, name: str) -> FileResponse:
+    return _artifact(request, job_id, name)
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=JobDetail,
+    responses=error_responses(401, 403, 404, 409, 503),
+    summary="Cancel a queued or running job",
+)
+async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    manager = get_jobs(request)
+    job = _job_or_404(manager, job_id)
+    if job.state in ("done", "failed", "cancelled"):
+        raise ApiError(409, "job_finished", f"job {job.id} already finished ({job.state}); nothing to cancel")
+    job = await asyncio.to_thread(manager.cancel, job.id)
+    return await get_job(request, job.id)
