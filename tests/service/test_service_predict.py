@@ -106,23 +106,24 @@ def test_known_masked_and_unmasked_faces_get_their_labels(
 def test_float32_and_int8_agree(
     scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]]
 ) -> None:
+    """Same boxes (one detector), same labels on the annotated faces, probabilities close on average."""
     agree = total = 0
+    diffs = []
     for s in scene_samples:
         f32 = scene_results["float32"][s.name]["faces"]
         i8 = scene_results["int8"][s.name]["faces"]
-        # the detector is the same for both: identical boxes
-        assert sorted(map(tuple, (f["box"] for f in f32))) == sorted(map(tuple, (f["box"] for f in i8))), (
-            s.name
-        )
+        assert sorted(tuple(f["box"]) for f in f32) == sorted(tuple(f["box"]) for f in i8), s.name
         by_box = {tuple(f["box"]): f for f in f32}
-        for f in i8:
-            other = by_box[tuple(f["box"])]
-            total += 1
-            agree += f["label"] == other["label"]
-            assert abs(f["mask_probability"] - other["mask_probability"]) < 0.35, (s.name, f, other)
-    print(f"int8/float32 label agreement {agree}/{total}")
-    assert total > 0
+        diffs += [abs(f["mask_probability"] - by_box[tuple(f["box"])]["mask_probability"]) for f in i8]
+        for _, f in match(s.faces, i8):
+            if f is not None:
+                total += 1
+                agree += f["label"] == by_box[tuple(f["box"])]["label"]
+    print(f"int8/float32: labels agree on {agree}/{total} annotated faces; |dp| mean {np.mean(diffs):.3f}")
+    assert total >= 40
     assert agree / total >= 0.95
+    # quantisation moves probabilities a little on average; a single uncertain face may move more
+    assert np.mean(diffs) < 0.08
 
 
 def test_response_shape(http: httpx.Client, scene_samples: list[SceneSample]) -> None:
