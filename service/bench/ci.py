@@ -29,7 +29,7 @@ from service.bench.report import format_result
 from service.bench.targets import ci_ratio_failures, dig, evaluate_targets, format_checks
 
 DEFAULT_HISTORY = REPO_ROOT / "benchmarks" / "history.jsonl"
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("done", "failed", "cancelled")
 
 
 class CiError(RuntimeError):
@@ -55,8 +55,7 @@ def submit_and_wait(client: httpx.Client, body: dict[str, Any], timeout_s: float
     resp = client.post("/v1/benchmark", json=body)
     if resp.status_code != 202:
         raise CiError(f"POST /v1/benchmark answered {resp.status_code}: {resp.text[:500]}")
-    job = resp.json()
-    job_id = job["id"]
+    job_id = resp.json()["job_id"]
     deadline = time.monotonic() + timeout_s
     with tqdm(total=100, desc=f"benchmark job {job_id[:8]}", unit="%", file=sys.stderr) as bar:
         while True:
@@ -65,15 +64,16 @@ def submit_and_wait(client: httpx.Client, body: dict[str, Any], timeout_s: float
                 raise CiError(f"GET /v1/jobs/{job_id} answered {resp.status_code}: {resp.text[:500]}")
             job = resp.json()
             bar.n = int(100 * float(job.get("progress") or 0.0))
-            bar.set_postfix_str(str(job.get("message") or job.get("status"))[:60], refresh=True)
-            if job.get("status") in TERMINAL:
+            stage = (job.get("partial") or {}).get("stage") or job.get("state")
+            bar.set_postfix_str(str(stage)[:60], refresh=True)
+            if job.get("state") in TERMINAL:
                 break
             if time.monotonic() > deadline:
                 client.delete(f"/v1/jobs/{job_id}")
                 raise CiError(f"benchmark job {job_id} not finished after {timeout_s:.0f} s: {job}")
             time.sleep(0.5)
-    if job["status"] != "succeeded":
-        raise CiError(f"benchmark job {job_id} {job['status']}: {job.get('error') or job.get('message')}")
+    if job["state"] != "done":
+        raise CiError(f"benchmark job {job_id} {job['state']}: {job.get('error')}")
     return job
 
 
@@ -81,7 +81,8 @@ def fetch_result(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
     result = job.get("result")
     if isinstance(result, dict) and result.get("kind") == "masklite-benchmark":
         return result
-    resp = client.get(f"/v1/jobs/{job['id']}/artifacts/result.json")
+    url = (job.get("artifacts") or {}).get("result.json") or f"/v1/jobs/{job['id']}/artifacts/result.json"
+    resp = client.get(url)
     if resp.status_code != 200:
         raise CiError(f"benchmark result not available ({resp.status_code}): {resp.text[:300]}")
     return resp.json()
@@ -188,11 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scene-limit", type=int, default=30)
     ap.add_argument("--http-runs", type=int, default=30)
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the job")
-    ap.add_argument("--history", type=Path, default=DEFAULT_HISTORY, help="JSONL trail ('' to skip)")
+    ap.add_argument("--history", default=str(DEFAULT_HISTORY), help="JSONL trail ('' to skip)")
     ap.add_argument("--api-key", default=os.environ.get("MASKLITE_API_KEY") or None)
     args = ap.parse_args(argv)
-    if args.history is not None and str(args.history) == "":
-        args.history = None
+    args.history = Path(args.history) if args.history else None
     if args.url is not None:
         from service.bench.loadgen import check_loopback
 

@@ -3,6 +3,7 @@
 In-process uses the service's own settings for one request: a 1-thread LiteRT interpreter and YuNet,
 decode_image + predict_faces. HTTP posts the same bytes as multipart, one request at a time, and also
 reads the server's own `timings_ms.total` (what the server spent, without the client and the socket).
+The two alternate request by request, so a burst of background load hits both alike.
 """
 
 from __future__ import annotations
@@ -21,43 +22,43 @@ from service.bench.loadgen import check_loopback
 from service.bench.runner import Progress, load_detector, run_pipeline_once
 
 
-def measure_inprocess(
-    image: BenchImage, models_dir: Path, precision: str, runs: int, warmup: int, detector_path: Path | None
+def _post(client: httpx.Client, image: BenchImage, precision: str) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    resp = client.post(
+        "/v1/predict", params={"model": precision}, files={"file": ("image.jpg", image.data, "image/jpeg")}
+    )
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if resp.status_code != 200:
+        raise RuntimeError(f"/v1/predict answered {resp.status_code}: {resp.text[:300]}")
+    return elapsed, resp.json()
+
+
+def measure_pair(
+    client: httpx.Client,
+    image: BenchImage,
+    models_dir: Path,
+    precision: str,
+    runs: int,
+    warmup: int,
+    detector_path: Path | None,
 ) -> dict[str, Any]:
+    """In-process and HTTP runs alternated one by one, so both see the same background load."""
     card = load_card(models_dir)
     classifier = Classifier(verify_model_file(card, models_dir, precision), num_threads=1)
     detector, _ = load_detector(card, detector_path)
-    rows = []
+    rows, round_trip, server_total, faces = [], [], [], 0
     for i in range(warmup + runs):
-        timings, _faces = run_pipeline_once(image, card, classifier, detector)
+        timings, _found = run_pipeline_once(image, card, classifier, detector)
+        elapsed, body = _post(client, image, precision)
         if i >= warmup:
             rows.append(timings)
-    return {
-        stage: stats.summarize([r[stage] for r in rows])
-        for stage in ("decode", "detect", "classify", "total")
-    }
-
-
-def measure_http(
-    client: httpx.Client, image: BenchImage, precision: str, runs: int, warmup: int
-) -> dict[str, Any]:
-    round_trip, server_total, faces = [], [], 0
-    for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        resp = client.post(
-            "/v1/predict",
-            params={"model": precision},
-            files={"file": ("image.jpg", image.data, "image/jpeg")},
-        )
-        elapsed = (time.perf_counter() - t0) * 1e3
-        if resp.status_code != 200:
-            raise RuntimeError(f"/v1/predict answered {resp.status_code}: {resp.text[:300]}")
-        if i >= warmup:
-            body = resp.json()
             round_trip.append(elapsed)
             server_total.append(float(body["timings_ms"]["total"]))
             faces = len(body["faces"])
     return {
+        "inprocess": {
+            s: stats.summarize([r[s] for r in rows]) for s in ("decode", "detect", "classify", "total")
+        },
         "http_ms": stats.summarize(round_trip),
         "server_total_ms": stats.summarize(server_total),
         "faces": faces,
@@ -81,8 +82,8 @@ def http_vs_inprocess(
     models: dict[str, Any] = {}
     with httpx.Client(base_url=base_url, timeout=30, headers=headers or {}, trust_env=False) as client:
         for i, precision in enumerate(precisions):
-            inproc = measure_inprocess(image, models_dir, precision, runs, warmup, detector_path)
-            http = measure_http(client, image, precision, runs, warmup)
+            http = measure_pair(client, image, models_dir, precision, runs, warmup, detector_path)
+            inproc = http.pop("inprocess")
             a, b = inproc["total"]["p50"], http["http_ms"]["p50"]
             models[precision] = {
                 "inprocess_ms": inproc["total"],

@@ -127,3 +127,27 @@ def _http_image(uploaded: list[BenchImage]) -> BenchImage | None:
     if directory is None or not (directory / "images").is_dir():
         return None
     return make_target_image(load_scenes(directory))
+
+
+def benchmark_job(params: dict[str, Any], progress: Any, out_dir: Path) -> dict[str, Any]:
+    """The job-kind entry point (service/jobs.py calls it in a spawned worker process).
+
+    params: request (BenchmarkRequest as a dict), images [(name, bytes)] kept in memory, models_dir,
+    detector_path, self_url (this service on loopback, or None), headers (API key for predict, if needed).
+    """
+    request = BenchmarkRequest.model_validate(params["request"])
+
+    def report(fraction: float, message: str) -> None:
+        progress(fraction, {"stage": message})
+
+    detector = params.get("detector_path")
+    return run_benchmark_job(
+        request,
+        list(params.get("images") or []),
+        Path(params["models_dir"]),
+        Path(detector) if detector else None,
+        params.get("self_url"),
+        out_dir,
+        progress=report,
+        headers=params.get("headers") or None,
+    )

@@ -34,7 +34,7 @@ def classifier_rows(result: dict[str, Any]) -> list[list[str]]:
     for precision, entry in result.get("models", {}).items():
         for threads, t in entry.get("threads", {}).items():
             for key, c in t.get("classifier", {}).items():
-                lat, pf = c["latency_ms"], c["per_face_ms"]
+                lat, pf, cpu = c["latency_ms"], c["per_face_ms"], c.get("cpu_per_face_ms", {})
                 rows.append(
                     [
                         precision,
@@ -46,6 +46,7 @@ def classifier_rows(result: dict[str, Any]) -> list[list[str]]:
                         _f(lat.get("mean")),
                         _f(lat.get("sd")),
                         _f(pf.get("p50")),
+                        _f(cpu.get("p50")),
                         _f(entry["bytes"] / 1e6, 2),
                     ]
                 )
@@ -83,10 +84,12 @@ def format_result(result: dict[str, Any]) -> str:
         f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}), load avg {m.get('load_avg')}, "
         f"python {m.get('python')}, litert {m.get('versions', {}).get('ai-edge-litert')}"
     )
-    out.append("\nClassifier latency (ms; per_face = latency / batch)")
+    out.append(
+        "\nClassifier latency (ms; per_face = p50 latency / batch; cpu/face = p50 process CPU time / batch)"
+    )
     out.append(
         _table(
-            ["model", "thr", "batch", "p50", "p90", "p99", "mean", "sd", "per_face", "size_MB"],
+            ["model", "thr", "batch", "p50", "p90", "p99", "mean", "sd", "per_face", "cpu/face", "size_MB"],
             classifier_rows(result),
         )
     )
