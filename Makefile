@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 
-.PHONY: setup serve test test-fast lint bench build-models studies robustness-report reliability
+.PHONY: setup serve test test-fast lint bench bench-ci build-models studies robustness-report reliability
 
 setup:  ## create .venv/ with the service, training and dev dependencies
 	python3 -m venv .venv
@@ -23,8 +23,11 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench:  ## classifier + pipeline + HTTP benchmarks; prints tables, writes benchmarks/
+bench:  ## classifier + pipeline + HTTP + load benchmarks (~5 min); prints tables, writes benchmarks/
 	$(PY) -m service.bench
+
+bench-ci:  ## short /v1/benchmark job on a fresh service (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios
+	$(PY) -m service.bench.ci
 
 build-models:  ## prepare -> train -> export -> evaluate, writes models/
 	$(PY) -m training build
