@@ -12,8 +12,9 @@ from fastapi import Request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from masklite.image import DEFAULT_MAX_PIXELS
 from masklite.paths import DEFAULT_MODELS_DIR
+
+SERVICE_MAX_PIXELS = 4096 * 4096
 
 
 class Settings(BaseSettings):
@@ -34,7 +35,9 @@ class Settings(BaseSettings):
     )
     max_inflight: int = Field(32, ge=1, description="requests admitted to inference at once, per worker")
     max_body_bytes: int = Field(10_000_000, ge=1, description="largest request body")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width*height)")
+    # 4096x4096: any phone photo up to ~16 MP. Decoding costs ~7 bytes per pixel at peak (Pillow's RGBX
+    # buffer + the RGB array) on each inference thread, so this bounds the worker's memory.
+    max_pixels: int = Field(SERVICE_MAX_PIXELS, ge=1, description="largest image (width*height)")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 responses")
     warmup_runs: int = Field(3, ge=0, description="warm-up inferences per thread before ready")
     jobs_dir: Path = Field(Path("data/jobs"), description="where job results are stored")
