@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     detector_download_dir: Path = Field(
         Path.home() / ".cache" / "masklite", description="where a downloaded detector is kept"
     )
-    max_inflight: int = Field(32, ge=1, description="requests admitted to inference at once, per worker")
+    max_inflight: int = Field(16, ge=1, description="requests admitted to inference at once, per worker")
     max_body_bytes: int = Field(10_000_000, ge=1, description="largest request body")
     # 4096x4096: any phone photo up to ~16 MP. Decoding costs ~7 bytes per pixel at peak (Pillow's RGBX
     # buffer + the RGB array) on each inference thread, so this bounds the worker's memory.
