@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,13 +30,14 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _setups(text: str) -> list[tuple[int, int]]:
-    """'1x2,2x1' -> [(workers, threads), ...]"""
+def _setups(text: str) -> list[tuple[int, int, int | None]]:
+    """'1x2,2x1o1' -> [(workers, threads, opencv threads or None), ...]"""
     out = []
-    for part in text.split(","):
-        if part.strip():
-            w, t = part.lower().split("x")
-            out.append((int(w), int(t)))
+    for part in text.lower().split(","):
+        m = re.fullmatch(r"\s*(\d+)x(\d+)(?:o(\d+))?\s*", part)
+        if m is None:
+            raise SystemExit(f"bad server setup {part!r}: use WORKERSxTHREADS[oOPENCV_THREADS], e.g. 2x1o1")
+        out.append((int(m[1]), int(m[2]), int(m[3]) if m[3] else None))
     return out
 
 
@@ -63,12 +65,14 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
     env_common = {"MASKLITE_MODELS_DIR": str(args.models_dir)}
     setups = _setups(args.load_setups) if args.load_levels else []
     if not setups:
-        setups = [(1, 2)]
+        setups = [(1, 2, None)]
     load_runs: list[dict[str, Any]] = []
     servers: dict[str, Any] = {}
-    for i, (workers, threads) in enumerate(setups):
-        label = f"{workers}w x {threads}t"
+    for i, (workers, threads, cv_threads) in enumerate(setups):
+        label = f"{workers}w x {threads}t" + (f" cv{cv_threads}" if cv_threads is not None else "")
         env = {**env_common, "MASKLITE_WORKERS": str(workers), "MASKLITE_THREADS": str(threads)}
+        if cv_threads is not None:
+            env["MASKLITE_OPENCV_THREADS"] = str(cv_threads)
         print(f"starting service ({label}) ...", file=sys.stderr, flush=True)
         with start_server(env) as server:
             if i == 0 and args.http_runs:
@@ -76,7 +80,11 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                 result["http"] = http_vs_inprocess(
                     server.url, image, args.models_dir, precisions, args.http_runs, 5, progress=bar
                 )
-                result["http"]["server"] = {"workers": workers, "threads": threads}
+                result["http"]["server"] = {
+                    "workers": workers,
+                    "threads": threads,
+                    "opencv_threads": cv_threads,
+                }
                 bar.close()
             if args.load_levels:
                 for level in _ints(args.load_levels):
@@ -89,9 +97,14 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                         {"model": args.load_model},
                         label=label,
                     )[0]
-                    run["workers"], run["threads"] = workers, threads
+                    run["workers"], run["threads"], run["opencv_threads"] = workers, threads, cv_threads
                     load_runs.append(run)
-            servers[label] = {"workers": workers, "threads": threads, "memory": server.memory()}
+            servers[label] = {
+                "workers": workers,
+                "threads": threads,
+                "opencv_threads": cv_threads,
+                "memory": server.memory(),
+            }
     if load_runs:
         result["load"] = {"model": args.load_model, "image": image.name, "runs": load_runs}
     result["servers"] = servers
@@ -112,15 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-runs", type=int, default=100, help="0: skip the HTTP comparison")
     ap.add_argument("--load-levels", default="1,4,8,16", help="concurrency levels; empty: no load runs")
     ap.add_argument("--load-duration", type=float, default=10.0, help="seconds per level")
-    ap.add_argument("--load-setups", default="1x2,2x1", help="server setups WORKERSxTHREADS, comma-separated")
+    ap.add_argument(
+        "--load-setups",
+        default="1x2,2x1",
+        help="server setups WORKERSxTHREADS[oOPENCV_THREADS], comma-separated",
+    )
+    ap.add_argument(
+        "--detect-max-side", type=int, default=None, help="what-if: YuNet input size (default 640)"
+    )
     ap.add_argument("--load-model", default="int8")
     ap.add_argument("--no-server", action="store_true", help="in-process numbers only")
     ap.add_argument("--quick", action="store_true", help="few runs: a smoke test of the whole harness")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.json/.png/.txt")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.json/.txt/.md/.png")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.pipeline_runs, args.scene_repeats = 10, 2, 5, 1
-        args.http_runs, args.load_duration, args.load_levels, args.load_setups = 10, 2.0, "1,4", "1x2"
+        args.http_runs, args.load_duration, args.load_levels = 10, 2.0, "1,4"
+        args.load_setups = args.load_setups.split(",")[0]
 
     config = BenchConfig(
         models_dir=args.models_dir,
@@ -133,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         scene_repeats=args.scene_repeats,
         scenes_dir=args.scenes_dir,
         images=load_files(args.images) if args.images else None,
+        detect_max_side=args.detect_max_side,
     )
     bar = Bar("in-process")
     result = run_benchmark(config, progress=bar)
@@ -157,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "benchmark.txt").write_text(text + "\n")
+    (args.out / "benchmark.md").write_text(format_result(result, markdown=True) + "\n")
     save_chart(result, args.out / "benchmark.png")
-    print(f"\nwrote {args.out / 'benchmark.json'}, benchmark.txt, benchmark.png", file=sys.stderr)
+    print(f"\nwrote benchmark.json/.txt/.md/.png in {args.out}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,10 @@ def _f(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], md: bool = False) -> str:
+    if md:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
     sep = "  ".join("-" * w for w in widths)
@@ -76,34 +79,47 @@ def pipeline_rows(result: dict[str, Any], section: str) -> list[list[str]]:
     return rows
 
 
-def format_result(result: dict[str, Any]) -> str:
-    """The whole result as plain-text tables."""
-    out = []
+def format_result(result: dict[str, Any], markdown: bool = False) -> str:
+    """The whole result as plain-text tables (or Markdown tables for BENCHMARKS.md)."""
+    out: list[str] = []
+    md = markdown
+
+    def title(text: str) -> str:
+        return f"\n**{text.strip()}**\n" if md else "\n" + text.strip()
+
+    def note(text: str) -> str:
+        return "\n" + text.strip() + ("  " if md else "")
+
     m = result.get("machine", {})
     out.append(
         f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}), load avg {m.get('load_avg')}, "
         f"python {m.get('python')}, litert {m.get('versions', {}).get('ai-edge-litert')}"
     )
     out.append(
-        "\nClassifier latency (ms; per_face = p50 latency / batch; cpu/face = p50 process CPU time / batch)"
+        title(
+            "Classifier latency (ms; per_face = p50 latency / batch; cpu/face = p50 process CPU time / batch)"
+        )
     )
     out.append(
         _table(
             ["model", "thr", "batch", "p50", "p90", "p99", "mean", "sd", "per_face", "cpu/face", "size_MB"],
             classifier_rows(result),
+            md=md,
         )
     )
-    for section, title in (("target", "Pipeline, 640x480 JPEG target"), ("images", "Pipeline, image set")):
+    for section, name in (("target", "Pipeline, 640x480 JPEG target"), ("images", "Pipeline, image set")):
         rows = pipeline_rows(result, section)
         if rows:
             last = "faces" if section == "target" else "images"
-            out.append(f"\n{title}: p50 per stage and total (ms)")
+            out.append(title(f"{name}: p50 per stage and total (ms)"))
             out.append(
-                _table(["model", "thr", "decode", "detect", "classify", "total", "p90", "p99", last], rows)
+                _table(
+                    ["model", "thr", "decode", "detect", "classify", "total", "p90", "p99", last], rows, md
+                )
             )
     scores = [(p, e["scenes"]) for p, e in result.get("models", {}).items() if e.get("scenes")]
     if scores:
-        out.append("\nScenes: face recall (IoU>=0.3) and label accuracy on found faces")
+        out.append(title("Scenes: face recall (IoU>=0.3) and label accuracy on found faces"))
         rows = []
         for p, s in scores:
             per = s.get("per_label", {})
@@ -119,15 +135,17 @@ def format_result(result: dict[str, Any]) -> str:
                 ]
             )
         out.append(
-            _table(["model", "found", "recall", "mask_recall", "accuracy", "acc_mask", "acc_nomask"], rows)
+            _table(
+                ["model", "found", "recall", "mask_recall", "accuracy", "acc_mask", "acc_nomask"], rows, md
+            )
         )
     for name, per in result.get("speedup", {}).items():
         for threads, row in per.items():
             parts = ", ".join(f"{k} {_f(v)}x" for k, v in row.items())
-            out.append(f"\nspeedup {name.replace('_vs_', '/')} (p50, threads={threads}): {parts}")
+            out.append(note(f"speedup {name.replace('_vs_', '/')} (p50, threads={threads}): {parts}"))
     http = result.get("http")
     if http:
-        out.append("\nIn-process pipeline vs HTTP round trip (/v1/predict, loopback, same image; ms)")
+        out.append(title("In-process pipeline vs HTTP round trip (/v1/predict, loopback, same image; ms)"))
         rows = [
             [
                 p,
@@ -139,10 +157,10 @@ def format_result(result: dict[str, Any]) -> str:
             ]
             for p, h in http.get("models", {}).items()
         ]
-        out.append(_table(["model", "in-proc_p50", "http_p50", "http_p99", "server_p50", "ratio"], rows))
+        out.append(_table(["model", "in-proc_p50", "http_p50", "http_p99", "server_p50", "ratio"], rows, md))
     load = result.get("load")
     if load:
-        out.append("\nLoad: /v1/predict on loopback (requests/s and latency ms)")
+        out.append(title("Load: /v1/predict on loopback (requests/s and latency ms)"))
         rows = []
         for run in load.get("runs", []):
             lat = run.get("latency_ms", {})
@@ -158,16 +176,18 @@ def format_result(result: dict[str, Any]) -> str:
                     str(run.get("errors", 0)),
                 ]
             )
-        out.append(_table(["setup", "conc", "req/s", "p50", "p99", "status", "errors"], rows))
+        out.append(_table(["setup", "conc", "req/s", "p50", "p99", "status", "errors"], rows, md))
     mem = result.get("memory")
     if mem:
-        out.append(f"\nmemory: peak RSS {mem.get('peak_rss_mb')} MB (benchmark process, all models loaded)")
+        out.append(
+            note(f"memory: peak RSS {mem.get('peak_rss_mb')} MB (benchmark process, all models loaded)")
+        )
     for label, server in (result.get("servers") or {}).items():
         per = ", ".join(
             f"{m.get('rss_mb')} MB now / {m.get('peak_rss_mb')} MB peak"
             for m in server.get("memory", {}).values()
         )
-        out.append(f"service {label}: RSS per worker {per}")
+        out.append(note(f"service {label}: RSS per worker {per}"))
     return "\n".join(out)
 
 

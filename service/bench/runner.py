@@ -9,12 +9,13 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+import masklite.faces as faces_module
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, crop_face
@@ -47,6 +48,7 @@ class BenchConfig:
     images: list[BenchImage] | None = None  # given images replace the scenes set
     detector_path: Path | None = None
     include_pipeline: bool = True
+    detect_max_side: int | None = None  # a what-if: YuNet input size (masklite.faces.DETECT_MAX_SIDE)
 
 
 class Steps:
@@ -294,6 +296,13 @@ def load_detector(card: ModelCard, explicit: Path | None) -> tuple[FaceDetector 
 def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict[str, object]:
     """The whole in-process benchmark -> a JSON-able dict (schema in BENCHMARKS.md)."""
     started = time.time()
+    if config.detect_max_side:
+        saved_side = faces_module.DETECT_MAX_SIDE
+        faces_module.DETECT_MAX_SIDE = config.detect_max_side
+        try:
+            return run_benchmark(replace(config, detect_max_side=None), progress)
+        finally:
+            faces_module.DETECT_MAX_SIDE = saved_side
     card = load_card(config.models_dir)
     precisions = config.precisions or list(card.models)
     unknown = [p for p in precisions if p not in card.models]
@@ -338,6 +347,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "scene_repeats": config.scene_repeats,
             "scene_limit": config.scene_limit,
             "image_set": image_set_name,
+            "detect_max_side": faces_module.DETECT_MAX_SIDE,
             "images": len(image_set),
         },
         "detector": {"available": detector is not None, "problem": detector_problem},
