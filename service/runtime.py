@@ -231,8 +231,9 @@ class Runtime:
         rng = np.random.default_rng(0)
         rgb = rng.integers(0, 256, WARMUP_SHAPE, dtype=np.uint8)
         for _ in range(self.settings.warmup_runs):
+            if state.detector is not None:
+                state.detector.detect(rgb)
             for classifier in state.classifiers.values():
-                predict_faces(rgb, self.card, classifier, state.detector, detect_faces=True)  # type: ignore[arg-type]
                 predict_faces(rgb, self.card, classifier, None, detect_faces=False)  # type: ignore[arg-type]
 
     def close(self) -> None:

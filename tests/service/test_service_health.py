@@ -55,7 +55,7 @@ def test_models_endpoint(live_server: str, models_dir: Path) -> None:
 
 def test_not_ready_until_warmed_up(server_factory: ServerFactory) -> None:
     handle = server_factory.start(
-        {"MASKLITE_WARMUP_RUNS": "150", "MASKLITE_THREADS": "1"}, wait="/health/live"
+        {"MASKLITE_WARMUP_RUNS": "60", "MASKLITE_THREADS": "1"}, wait="/health/live"
     )
     try:
         r = httpx.get(f"{handle.url}/health/ready")
