@@ -11,6 +11,7 @@ says "key required" on an open route is a lie that fuzzers rightly flag.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,6 +69,16 @@ def _calls(dependant: Any) -> set[Any]:
     return out
 
 
+def _api_routes(routes: Any) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI >= 0.16x nests them instead of copying)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _api_routes(inner.routes)
+
+
 def document_security(app: FastAPI, schema: dict[str, Any]) -> None:
     """Declare the API key in the OpenAPI schema on exactly the operations that enforce it now."""
     settings = app.state.settings
@@ -77,8 +88,8 @@ def document_security(app: FastAPI, schema: dict[str, Any]) -> None:
     requirement = [{name: []} for name in SECURITY_SCHEMES]
     envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     used = False
-    for route in app.routes:
-        if isinstance(route, APIRoute) and _calls(route.dependant) & keyed:
+    for route in _api_routes(app.routes):
+        if _calls(route.dependant) & keyed:
             ops = schema.get("paths", {}).get(route.path_format, {})
             for method in route.methods:
                 if method.lower() in ops:

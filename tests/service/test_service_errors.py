@@ -289,10 +289,26 @@ def test_bad_client_request_id_is_replaced(http: httpx.Client) -> None:
     assert http.get("/health/live", headers={"X-Request-ID": long}).headers["x-request-id"] != long
 
 
-def test_api_key_on_predict_when_configured(server_factory: ServerFactory) -> None:
-    handle = server_factory.start({"MASKLITE_API_KEY": "k3y", "MASKLITE_PROTECT_PREDICT": "true"})
+def test_api_key_and_cors_when_configured(server_factory: ServerFactory) -> None:
+    handle = server_factory.start(
+        {
+            "MASKLITE_API_KEY": "k3y",
+            "MASKLITE_PROTECT_PREDICT": "true",
+            "MASKLITE_CORS_ORIGINS": "https://app.example,https://other.example",
+        }
+    )
     try:
         with httpx.Client(base_url=handle.url, timeout=60) as c:
+            # CORS: listed origins only
+            pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}
+            ok = c.options("/v1/predict", headers={"Origin": "https://app.example", **pre})
+            assert ok.status_code == 200
+            assert ok.headers["access-control-allow-origin"] == "https://app.example"
+            bad = c.options("/v1/predict", headers={"Origin": "https://evil.example", **pre})
+            assert "access-control-allow-origin" not in bad.headers
+            spec = c.get("/openapi.json").json()
+            assert spec["paths"]["/v1/predict"]["post"]["security"]
+            assert "ApiKey" in spec["components"]["securitySchemes"]
             assert_error(upload(c, jpeg()), 401, "unauthorized")
             assert_error(
                 c.post("/v1/predict", files={"file": ("x.jpg", jpeg())}, headers={"X-API-Key": "no"}), 403
@@ -320,3 +336,21 @@ def test_degenerate_sizes_are_answered(http: httpx.Client, size: tuple[int, int]
     assert r.json()["image"] == {"width": size[0], "height": size[1]}
     if detect == "false":
         assert [f["box"] for f in r.json()["faces"]] == [[0, 0, size[0], size[1]]]
+
+
+def test_request_id_is_in_the_server_log(live_server_handle: ServerHandle) -> None:
+    with httpx.Client(base_url=live_server_handle.url, timeout=60) as c:
+        assert upload(c, jpeg(), detect_faces="false").status_code == 200
+        r = c.post(
+            "/v1/predict", files={"file": ("x.jpg", jpeg())}, headers={"X-Request-ID": "trace-me-4711"}
+        )
+        assert r.status_code == 200
+        c.get("/nope", headers={"X-Request-ID": "trace-me-404"})
+    logs = live_server_handle.logs()
+    assert "[trace-me-4711] POST /v1/predict 200" in logs
+    assert "[trace-me-404] GET /nope 404" in logs
+
+
+def test_open_routes_declare_no_security(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    assert "security" not in spec["paths"]["/v1/predict"]["post"]
