@@ -1,6 +1,6 @@
 """Print a requirements list from pyproject.toml, so the image installs exactly the declared dependencies.
 
-    python docker/requirements.py pyproject.toml [--extra train] [--exclude matplotlib ...]
+    python docker/requirements.py pyproject.toml [--extra train]
 
 Only the standard library (tomllib): it runs in the bare base image before anything is installed.
 """
@@ -17,22 +17,20 @@ def requirement_name(req: str) -> str:
     return re.split(r"[<>=!~\[;@ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def requirements(pyproject: Path, extras: list[str], exclude: set[str]) -> list[str]:
+def requirements(pyproject: Path, extras: list[str]) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
     reqs = list(project["dependencies"])
     for extra in extras:
         reqs += project["optional-dependencies"][extra]
-    skip = {requirement_name(e) for e in exclude}
-    return [r for r in reqs if requirement_name(r) not in skip]
+    return reqs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pyproject", type=Path)
     parser.add_argument("--extra", action="append", default=[], help="also an optional-dependencies group")
-    parser.add_argument("--exclude", nargs="*", default=[], help="distribution names to leave out")
     args = parser.parse_args()
-    print("\n".join(requirements(args.pyproject, args.extra, set(args.exclude))))
+    print("\n".join(requirements(args.pyproject, args.extra)))
 
 
 if __name__ == "__main__":
