@@ -91,5 +91,7 @@ def verify_model_file(card: ModelCard, models_dir: Path, precision: str) -> Path
         raise FileNotFoundError(f"model file for {precision!r} missing: {path}")
     actual = sha256_file(path)
     if actual != entry.sha256:
-        raise ChecksumError(f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)")
+        raise ChecksumError(
+            f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)"
+        )
     return path

@@ -62,7 +62,10 @@ class FaceDetector:
         return faces
 
 
-def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+Box = tuple[int, int, int, int]
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> Box | None:
     x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
     x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
     if x1 - x0 < 2 or y1 - y0 < 2:
@@ -70,7 +73,7 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, x1 - x0, y1 - y0
 
 
-def crop_box(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def crop_box(box: Box, margin: float, width: int, height: int) -> Box:
     """The square region around a face box, grown by `margin` of its longer side on each side, clipped."""
     x, y, w, h = box
     side = max(w, h) * (1.0 + 2.0 * margin)
