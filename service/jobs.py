@@ -51,6 +51,7 @@ ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.(png|csv|json|txt
 INTERRUPTED = "interrupted by restart: the server stopped while this job was {state}"
 PARTIAL_EVERY_S = 1.0  # a worker sends its partial result at most this often; fractions always
 PERSIST_EVERY_S = 2.0  # job.json is rewritten at most this often while a job runs
+EXIT_GRACE_S = 30.0  # a worker that lingers this long after its result is killed
 
 
 def register_job_kind(name: str, fn: JobFn) -> None:
@@ -178,6 +179,7 @@ class JobManager:
         self._wake = threading.Event()
         self._stopping = False
         self._last_persist: dict[str, float] = {}
+        self._exiting: list[tuple[Any, float]] = []
         self._ctx = multiprocessing.get_context("spawn")
         self._thread: threading.Thread | None = None
 
@@ -195,6 +197,8 @@ class JobManager:
             active = list(self._running) + list(self._queue)
             for job_id in list(self._running):
                 self._kill(job_id)
+            for process, _ in self._exiting:
+                _kill_group(process.pid)
             for job_id in active:
                 job = self._jobs[job_id]
                 self._finish(job, FAILED, error=INTERRUPTED.format(state=job.state))
@@ -314,11 +318,25 @@ class JobManager:
 
     # ------------------------------------------------------------ scheduling
 
+    def _reap(self) -> None:
+        """Join finished workers; kill one that lingers after reporting its result."""
+        still = []
+        for process, deadline in self._exiting:
+            if not process.is_alive():
+                process.join(timeout=0)
+            elif time.monotonic() > deadline:
+                _kill_group(process.pid)
+                still.append((process, deadline + EXIT_GRACE_S))
+            else:
+                still.append((process, deadline))
+        self._exiting = still
+
     def _loop(self) -> None:
         while True:
             with self._lock:
                 if self._stopping:
                     return
+                self._reap()
                 while self._queue and len(self._running) < self.max_running:
                     self._start(self._queue.pop(0))
                 waitables: list[Any] = []
@@ -379,6 +397,8 @@ class JobManager:
                 run.process.join(timeout=1)
                 if job.state not in FINISHED:
                     self._finish(job, FAILED, error=_death_reason(run.process.exitcode))
+                if run.process.is_alive():  # still tearing down after its result: reap it later
+                    self._exiting.append((run.process, time.monotonic() + EXIT_GRACE_S))
                 run.conn.close()
                 self._running.pop(job_id, None)
                 self._wake.set()
@@ -415,13 +435,7 @@ class JobManager:
         if run is None:
             return
         run.cancelled = True
-        pid = run.process.pid
-        if pid is not None:
-            # the worker leads its own process group: this also ends any pool it started
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_group(run.process.pid)
         run.process.join(timeout=5)
         run.conn.close()
         self._running.pop(job_id, None)
@@ -460,6 +474,16 @@ class JobManager:
         tmp = path.with_name(JOB_FILE + ".tmp")
         tmp.write_text(json.dumps(job.to_json(), allow_nan=False, default=str))
         tmp.replace(path)
+
+
+def _kill_group(pid: int | None) -> None:
+    """SIGKILL a worker and its process group (it leads one: this also ends any pool it started)."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _death_reason(code: int | None) -> str:
