@@ -153,7 +153,11 @@ def deployment(docker: Docker, image: str) -> Iterator[Deployment]:
         if ready is None:
             logs = docker.run(*compose, "logs", "--no-color", check=False).stdout
             raise AssertionError(f"container not ready after {READY_TIMEOUT_S:.0f} s:\n{logs[-5000:]}")
-        print(f"\ncold start: compose up -> /health/ready 200 in {ready:.1f} s (target <= 10 s)")
+        logs = docker.run(*compose, "logs", "--no-color", "api", check=False).stdout
+        loaded = next((ln.split("] ", 1)[-1] for ln in logs.splitlines() if "masklite.runtime" in ln
+                       and " ready in " in ln), "")
+        print(f"\ncold start: compose up -> /health/ready 200 in {ready:.1f} s (target <= 10 s);"
+              f" the service logged: {loaded[:60]}")
         yield Deployment(url, compose, ready)
     finally:
         logs = docker.run(*compose, "logs", "--no-color", "--tail", "15", check=False).stdout
@@ -192,6 +196,17 @@ def test_container_answers_like_the_local_pipeline(
                 assert abs(best["mask_probability"] - lf.mask_probability) < 0.02, (s.name, best, lf)
         page = http.get("/")
         assert page.status_code == 200 and "detections" in page.text
+
+
+def test_container_resources(docker: Docker, deployment: Deployment) -> None:
+    """Prints what the container uses after serving (for sizing the compose limits)."""
+    cid = docker.run(*deployment.compose, "ps", "-q", "api").stdout.strip()
+    stats = docker.run("docker", "stats", "--no-stream", "--format", "{{.MemUsage}} cpu {{.CPUPerc}}", cid)
+    limits = docker.run("docker", "inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", cid)
+    memory, nano_cpus = (int(v) for v in limits.stdout.split())
+    print(f"\ncontainer memory {stats.stdout.strip()};"
+          f" limits {memory / 2**20:.0f} MiB, {nano_cpus / 1e9:g} CPUs")
+    assert memory > 0 and nano_cpus > 0, "compose resource limits not applied"
 
 
 def test_container_runs_as_non_root_and_can_write_jobs(docker: Docker, deployment: Deployment) -> None:

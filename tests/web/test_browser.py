@@ -9,6 +9,7 @@ and their paths are printed.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the page's 640 px snapshot; one with both classes for the camera, another for the upload path.
 CAMERA_SCENE = "scene_07"
 UPLOAD_SCENE = "scene_22"
+DROP_SCENE = "scene_16"
 IOU_MATCH = 0.3
 VIDEO_FPS = 10
 WAIT_MS = 60_000
@@ -274,6 +276,42 @@ def test_photo_upload_shows_the_annotated_labels(
     page.click("#back")  # back to the live camera
     wait_for_result(page, "camera")
     assert not page.console_errors, page.console_errors
+
+
+def test_drag_and_drop_a_photo(page: Page, live_server: str, scene_samples: list[SceneSample]) -> None:
+    sample = scene(scene_samples, DROP_SCENE)
+    page.goto(live_server + "/")
+    wait_for_result(page, "camera")
+    # a real DragEvent carrying the file, dropped on the drop zone, as a desktop browser sends it
+    page.evaluate(
+        """async ([b64, name]) => {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          const dt = new DataTransfer();
+          dt.items.add(new File([bytes], name, { type: "image/jpeg" }));
+          const zone = document.getElementById("drop");
+          const init = { dataTransfer: dt, bubbles: true, cancelable: true };
+          zone.dispatchEvent(new DragEvent("dragover", init));
+          zone.dispatchEvent(new DragEvent("drop", init));
+        }""",
+        [base64.b64encode(sample.data).decode(), sample.path.name],
+    )
+    shown = wait_for_result(page, "upload")
+    assert (shown["width"], shown["height"]) == (sample.width, sample.height)
+    assert not check_labels(shown, sample), describe(shown)
+
+
+def test_model_picker_switches_precision(page: Page, live_server: str, camera_scene: SceneSample) -> None:
+    page.goto(live_server + "/")
+    wait_for_result(page, "camera")
+    options = page.eval_on_selector_all("#model option", "opts => opts.map(o => o.value)")
+    assert set(options) >= {"int8", "float32"}, options  # filled from GET /v1/models
+    page.select_option("#model", "float32")
+    page.wait_for_function(
+        "() => document.getElementById('detections').dataset.model === 'float32'", timeout=WAIT_MS
+    )
+    shown = wait_for_result(page, "camera")
+    assert shown["model"] == "float32"
+    assert not check_labels(shown, camera_scene), describe(shown)
 
 
 @pytest.mark.parametrize(
