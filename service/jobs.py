@@ -362,7 +362,7 @@ class JobManager:
         parent, child = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(_KINDS[job.kind], params, str(self.jobs_dir / job.id), child, self.nice),
+            args=(_KINDS[job.kind], params, str(self.jobs_dir / job.id), child, self.nice, os.getpid()),
             name=f"masklite-job-{job.kind}",
         )
         try:
@@ -502,8 +502,11 @@ def _death_reason(code: int | None) -> str:
 # ------------------------------------------------------------------ the worker process
 
 
-def _worker_main(fn: JobFn, params: dict[str, Any], out_dir: str, conn: Connection, nice: int) -> None:
+def _worker_main(
+    fn: JobFn, params: dict[str, Any], out_dir: str, conn: Connection, nice: int, server_pid: int
+) -> None:
     """Entry point of a job process (spawned: a clean interpreter, no server state)."""
+    _watch_parent(server_pid)  # first: the server may have died while this process was importing
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: cancel kills the job and every process it started
     if nice:
@@ -512,7 +515,6 @@ def _worker_main(fn: JobFn, params: dict[str, Any], out_dir: str, conn: Connecti
     # run at most as many threads as we were given: BLAS/OpenCV would otherwise grab every core
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    _watch_parent()
     lock = threading.Lock()
     last_partial = [0.0]
     pending: list[dict | None] = [None]
@@ -542,17 +544,26 @@ def _worker_main(fn: JobFn, params: dict[str, Any], out_dir: str, conn: Connecti
             conn.close()
 
 
-def _watch_parent() -> None:
+def _watch_parent(server_pid: int) -> None:
     """Exit when the server process dies (kill -9 included), so no orphan keeps a core busy."""
-    parent = os.getppid()
+
+    def orphaned() -> bool:
+        return os.getppid() != server_pid  # re-parented to init (or a subreaper): the server is gone
+
+    def die() -> None:
+        with contextlib.suppress(OSError):
+            if os.getpgid(0) == os.getpid():  # only a group this worker leads
+                os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+    if orphaned():
+        die()
 
     def watch() -> None:
         while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                with contextlib.suppress(OSError):
-                    os.killpg(0, signal.SIGKILL)
-                os._exit(1)
+            time.sleep(0.5)
+            if orphaned():
+                die()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
