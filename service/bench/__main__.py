@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -55,6 +56,19 @@ class Bar:
         self.bar.close()
 
 
+def add_cpu_cost(run: dict[str, Any], server_cpu_s: float, client_cpu_s: float) -> None:
+    """CPU cost per request, which preemption by other processes does not inflate, and the throughput it
+    allows when the service has every core to itself (the load generator's own cost left out)."""
+    done = run.get("requests") or 0
+    if not done:
+        return
+    server_ms = server_cpu_s * 1e3 / done
+    run["server_cpu_ms_per_request"] = round(server_ms, 3)
+    run["client_cpu_ms_per_request"] = round(client_cpu_s * 1e3 / done, 3)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    run["cpu_bound_req_per_s"] = round(cores * 1e3 / server_ms, 1) if server_ms > 0 else None
+
+
 def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: Any) -> None:
     """Start the service per setup; HTTP vs in-process on the first setup; load sweep on each."""
     from service.bench.httpbench import http_vs_inprocess
@@ -89,6 +103,7 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
             if args.load_levels:
                 for level in _ints(args.load_levels):
                     print(f"  load {label}: {level} clients for {args.load_duration:.0f} s", file=sys.stderr)
+                    cpu0, client0 = server.cpu_seconds(), time.process_time()
                     run = sweep(
                         server.url,
                         image.data,
@@ -97,6 +112,7 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                         {"model": args.load_model},
                         label=label,
                     )[0]
+                    add_cpu_cost(run, server.cpu_seconds() - cpu0, time.process_time() - client0)
                     run["workers"], run["threads"], run["opencv_threads"] = workers, threads, cv_threads
                     load_runs.append(run)
             servers[label] = {

@@ -174,9 +174,27 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
                     _f(lat.get("p99")),
                     codes,
                     str(run.get("errors", 0)),
+                    _f(run.get("server_cpu_ms_per_request")),
+                    _f(run.get("cpu_bound_req_per_s"), 1),
                 ]
             )
-        out.append(_table(["setup", "conc", "req/s", "p50", "p99", "status", "errors"], rows, md))
+        out.append(
+            _table(
+                [
+                    "setup",
+                    "conc",
+                    "req/s",
+                    "p50",
+                    "p99",
+                    "status",
+                    "errors",
+                    "srv_cpu_ms/req",
+                    "cpu_bound_req/s",
+                ],
+                rows,
+                md,
+            )
+        )
     mem = result.get("memory")
     if mem:
         out.append(

@@ -58,6 +58,10 @@ class ServerProcess:
         workers = [p for p in child_pids(self.proc.pid) if "spawn_main" in _cmdline(p)]
         return workers or [self.proc.pid]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process and every worker so far (from /proc)."""
+        return sum(process_cpu_seconds(pid) for pid in {self.proc.pid, *child_pids(self.proc.pid)})
+
     def memory(self) -> dict[str, dict[str, float | None]]:
         """Current and peak RSS of every serving process, MB."""
         return {
@@ -95,6 +99,16 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # after the command name: field 3 is state, so utime (14) and stime (15) sit at indices 11 and 12
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cmdline(pid: int) -> str:

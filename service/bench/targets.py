@@ -85,6 +85,17 @@ def evaluate_targets(result: dict[str, Any]) -> list[Check]:
             f"({best['label']})" if best else "",
         )
     )
+    bound = max(c8, key=lambda r: r.get("cpu_bound_req_per_s") or 0, default=None)
+    if bound is not None and bound.get("cpu_bound_req_per_s"):
+        check = _check(
+            "req/s the server CPU cost allows on all cores, c=8",
+            ">= 100",
+            bound["cpu_bound_req_per_s"],
+            lambda v: v >= 100,
+            f"({bound['label']}: {bound.get('server_cpu_ms_per_request')} ms CPU/request)",
+        )
+        check.info = True
+        checks.append(check)
     rss = [
         m.get("peak_rss_mb")
         for s in (result.get("servers") or {}).values()
