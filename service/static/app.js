@@ -70,7 +70,7 @@
         opt.value = m.precision;
         const acc = m.metrics?.test?.accuracy;
         const mb = (m.bytes / 1e6).toFixed(1);
-        opt.textContent = `${m.precision} · ${mb} MB` + (acc != null ? ` · ${(acc * 100).toFixed(1)}%` : "");
+        opt.textContent = `${m.precision} · ${mb} MB` + (acc != null ? ` · test acc ${(acc * 100).toFixed(1)}%` : "");
         return opt;
       }),
     );
