@@ -19,7 +19,7 @@ from masklite.classifier import Classifier
 from service.bench import stats
 from service.bench.images import BenchImage
 from service.bench.loadgen import check_loopback
-from service.bench.runner import Progress, load_detector, run_pipeline_once
+from service.bench.runner import STAGES, Progress, load_detector, run_pipeline_once
 
 
 def _post(client: httpx.Client, image: BenchImage, precision: str) -> tuple[float, dict[str, Any]]:
@@ -56,9 +56,7 @@ def measure_pair(
             server_total.append(float(body["timings_ms"]["total"]))
             faces = len(body["faces"])
     return {
-        "inprocess": {
-            s: stats.summarize([r[s] for r in rows]) for s in ("decode", "detect", "classify", "total")
-        },
+        "inprocess": {s: stats.summarize([r[s] for r in rows]) for s in STAGES},
         "http_ms": stats.summarize(round_trip),
         "server_total_ms": stats.summarize(server_total),
         "faces": faces,

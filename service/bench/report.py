@@ -73,6 +73,7 @@ def pipeline_rows(result: dict[str, Any], section: str) -> list[list[str]]:
                     _f(s["total"]["p50"]),
                     _f(s["total"]["p90"]),
                     _f(s["total"]["p99"]),
+                    _f(s.get("cpu", {}).get("p50")),
                     str(block.get("faces", "")) if section == "target" else str(block.get("images", "")),
                 ]
             )
@@ -111,10 +112,12 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
         rows = pipeline_rows(result, section)
         if rows:
             last = "faces" if section == "target" else "images"
-            out.append(title(f"{name}: p50 per stage and total (ms)"))
+            out.append(title(f"{name}: p50 per stage, total p50/p90/p99, process CPU p50 (ms)"))
             out.append(
                 _table(
-                    ["model", "thr", "decode", "detect", "classify", "total", "p90", "p99", last], rows, md
+                    ["model", "thr", "decode", "detect", "classify", "total", "p90", "p99", "cpu", last],
+                    rows,
+                    md,
                 )
             )
     scores = [(p, e["scenes"]) for p, e in result.get("models", {}).items() if e.get("scenes")]

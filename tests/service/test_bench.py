@@ -125,7 +125,7 @@ def test_runner_schema_on_real_models(
         assert t1["classifier"]["batch1"]["latency_ms"]["n"] == 3
         assert t1["classifier"]["batch2"]["per_face_ms"]["p50"] > 0
         stages = t1["target"]["stages_ms"]
-        assert set(stages) == {"decode", "detect", "classify", "total"}
+        assert set(stages) == {"decode", "detect", "classify", "total", "cpu"}
         assert stages["total"]["p50"] >= stages["detect"]["p50"]
         assert t1["target"]["faces"] >= 2, "the 640x480 target has 4 annotated faces"
         assert t1["images"]["images"] == 3

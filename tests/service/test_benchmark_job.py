@@ -62,7 +62,7 @@ def test_benchmark_job_lifecycle_and_schema(client: httpx.Client, scene_samples:
             assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
             assert row["cpu_per_face_ms"]["p50"] > 0
         assert t1["target"]["faces"] >= 2
-        assert set(t1["target"]["stages_ms"]) == {"decode", "detect", "classify", "total"}
+        assert set(t1["target"]["stages_ms"]) == {"decode", "detect", "classify", "total", "cpu"}
         assert entry["scenes"]["images"] == 2
         assert entry["bytes"] > 0
     http = result["http"]["models"]
