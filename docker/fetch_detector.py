@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # masklite.paths, without installing
-from masklite.paths import YUNET_FILENAME, YUNET_SHA256, YUNET_URL, sha256_file  # noqa: E402
+from masklite.paths import YUNET_FILENAME, YUNET_SHA256, YUNET_URL, download_detector, sha256_file  # noqa: E402
 
 AIR_GAP_HINT = (
     f"for an offline build put {YUNET_FILENAME} (sha256 {YUNET_SHA256}) in docker/assets/, "
@@ -26,26 +25,19 @@ AIR_GAP_HINT = (
 
 
 def fetch(assets: Path, dest: Path, url: str, timeout: float) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
     local = assets / YUNET_FILENAME
-    if local.is_file():
-        source = f"build context ({local})"
-        shutil.copyfile(local, dest)
-    else:
-        source = url
-        tmp = dest.with_suffix(".part")
+    if not local.is_file():
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:  # noqa: S310
-                shutil.copyfileobj(resp, out)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            download_detector(dest, url, timeout)
+        except (OSError, ValueError) as exc:
             raise SystemExit(f"cannot download the face detector from {url}: {exc}\n{AIR_GAP_HINT}") from exc
-        tmp.replace(dest)
-    actual = sha256_file(dest)
+        return url
+    actual = sha256_file(local)
     if actual != YUNET_SHA256:
-        dest.unlink()
-        raise SystemExit(f"face detector from {source} has sha256 {actual}, expected {YUNET_SHA256}")
-    return source
+        raise SystemExit(f"face detector {local} has sha256 {actual}, expected {YUNET_SHA256}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local, dest)
+    return f"build context ({local})"
 
 
 def main() -> None:

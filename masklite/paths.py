@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -51,11 +52,21 @@ def resolve_detector_path(explicit: Path | str | None = None, download_to: Path 
         raise FileNotFoundError(f"no face detector: set {ENV_DETECTOR_PATH} to the YuNet .onnx file")
     target = download_to / YUNET_FILENAME
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        urllib.request.urlretrieve(YUNET_URL, tmp)  # noqa: S310 - fixed https URL, pinned below
+        download_detector(target)
+    return target
+
+
+def download_detector(target: Path, url: str = YUNET_URL, timeout: float = 60.0) -> Path:
+    """Download YuNet to `target` (from the official URL or a mirror); refuse bytes that miss the pin."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:  # noqa: S310
+            shutil.copyfileobj(resp, out)
         if sha256_file(tmp) != YUNET_SHA256:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"downloaded {YUNET_URL} does not match the pinned sha256")
-        tmp.rename(target)
+            raise ValueError(f"downloaded {url} does not match the pinned sha256")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.rename(target)
     return target
