@@ -7,7 +7,9 @@ unexpected exceptions (500) are rewritten into the same envelope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,9 +89,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no route {request.method} {request.url.path}"
     elif status == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
+        allowed = allowed_methods(request.app.routes, request.url.path)
+        if allowed:
+            # Starlette lists only the first matching route's methods; one path may have several routes
+            return error_response(request, 405, code_for(405), message, {"Allow": ", ".join(allowed)})
     else:
         message = str(exc.detail)
     return error_response(request, status, code_for(status), message, exc.headers)
+
+
+def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
+    """Every method any route serves on `path` (also inside included routers), for the 405 `Allow`."""
+    methods: set[str] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            methods.update(allowed_methods(inner.routes, path))
+            continue
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods.update(route_methods)
+    return sorted(methods)
 
 
 def _format_validation(exc: RequestValidationError) -> str:
