@@ -23,6 +23,15 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """A missing tool or engine: skip with the reason locally; in CI (CI=true) it must be there, so fail."""
+    print(f"\nnot run: {reason}")
+    if IN_CI:
+        pytest.fail(f"CI must run this: {reason}")
+    pytest.skip(reason)
 
 
 # ---------------------------------------------------------------- assets

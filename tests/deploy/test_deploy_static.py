@@ -9,19 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, skip_or_fail
 
 BIN = Path(sys.executable).parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def tool(name: str) -> str:
     path = BIN / name if (BIN / name).exists() else shutil.which(name)
     if path is None:
-        reason = f"{name} not installed (pip install -e '.[dev]')"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"{name} not installed (pip install -e '.[dev]')")
     return str(path)
 
 

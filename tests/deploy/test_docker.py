@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, SceneSample, free_port, iou
+from conftest import REPO_ROOT, SceneSample, free_port, iou, skip_or_fail
 
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
@@ -33,19 +33,11 @@ from masklite.pipeline import predict_faces
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IMAGE = "masklite:test"
 BASE_IMAGE = "python:3.11-slim"
 PRECISION = "int8"
 SCENES = ("scene_00", "scene_05", "scene_11", "scene_16")
 READY_TIMEOUT_S = 120.0
-
-
-def unavailable(reason: str) -> None:
-    print(f"\ndocker test not run: {reason}")
-    if IN_CI:
-        pytest.fail(f"CI must run the docker test: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -67,14 +59,14 @@ def docker() -> Iterator[Docker]:
     """A running engine; stopped again at the end if this test started it."""
     engine = os.environ.get("MASKLITE_DOCKER_ENGINE")
     if not engine:
-        unavailable("MASKLITE_DOCKER_ENGINE is unset (path to docker-engine.sh)")
+        skip_or_fail("MASKLITE_DOCKER_ENGINE is unset (path to docker-engine.sh)")
     if not Path(engine).is_file():
-        unavailable(f"MASKLITE_DOCKER_ENGINE={engine} does not exist")
+        skip_or_fail(f"MASKLITE_DOCKER_ENGINE={engine} does not exist")
     was_up = subprocess.run([engine, "status"], capture_output=True, text=True, timeout=60).returncode == 0
     t0 = time.perf_counter()
     up = subprocess.run([engine, "up"], capture_output=True, text=True, timeout=1200)
     if up.returncode != 0:
-        unavailable(f"`{engine} up` failed ({up.returncode}): {up.stderr.strip()[-1500:]}")
+        skip_or_fail(f"`{engine} up` failed ({up.returncode}): {up.stderr.strip()[-1500:]}")
     print(f"\nengine up in {time.perf_counter() - t0:.1f} s (was already up: {was_up})")
     shell = f'eval "$({engine} env)"; printf "%s\\n%s" "$DOCKER_HOST" "$PATH"'
     host, path = subprocess.run(

@@ -17,13 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou
+from conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou, skip_or_fail
 from playwright.sync_api import Browser, Page, sync_playwright
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Scenes whose annotated faces the shipped int8 model labels correctly, with faces big enough to survive
 # the page's 640 px snapshot; one with both classes for the camera, another for the upload path.
 CAMERA_SCENE = "scene_07"
@@ -166,10 +165,7 @@ def overlay_painted_pixels(page: Page) -> int:
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} missing: apt-get install chromium (.ci/run installs it)"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run installs it)")
     return CHROMIUM
 
 
