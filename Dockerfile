@@ -22,7 +22,6 @@ RUN apt-get update \
 WORKDIR /build
 COPY pyproject.toml docker/requirements.py ./
 RUN python requirements.py pyproject.toml > requirements.txt \
- && python requirements.py pyproject.toml --extra train > requirements-train.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools \
@@ -45,8 +44,9 @@ FROM base AS train-deps
 # --build-arg WITH_TRAIN_DEPS=0 to skip this 2 GB install. BuildKit skips unused stages by itself.
 ARG WITH_TRAIN_DEPS=1
 WORKDIR /build
-COPY --from=deps /build/requirements-train.txt ./
-RUN python -m venv /opt/venv \
+COPY pyproject.toml docker/requirements.py ./
+RUN python requirements.py pyproject.toml --extra train > requirements-train.txt \
+ && python -m venv /opt/venv \
  && if [ "$WITH_TRAIN_DEPS" = "1" ]; then /opt/venv/bin/pip install --no-cache-dir -r requirements-train.txt; \
     else echo "WITH_TRAIN_DEPS=$WITH_TRAIN_DEPS: training dependencies not installed"; fi
 
@@ -65,7 +65,6 @@ FROM base AS train
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin masklite
 COPY --from=train-deps /opt/venv /opt/venv
 WORKDIR /app
-COPY pyproject.toml ./
 COPY masklite/ masklite/
 COPY training/ training/
 COPY --from=detector /detector/ /opt/masklite/detector/
