@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CI_MAX_HTTP_RATIO = 2.0
-CI_MAX_INT8_OVER_FLOAT32 = 1.0  # int8 p50 / float32 p50
+# int8 / float32 CPU ms per face (p50). Not 1.0: on x86 without VNNI (this 2-core Zen 3) XNNPACK runs the
+# int8 MobileNetV2 at the same speed as float32 (3.4-3.6 ms CPU each), so a strict 1.0 would flip on noise.
+# 10% still catches the regressions that matter (int8 falling off XNNPACK is ~2.7x slower).
+CI_MAX_INT8_OVER_FLOAT32 = 1.10
 CI_CLASSIFIER_KEY = "cpu_per_face_ms"
 
 
@@ -128,7 +131,7 @@ def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
                 failures.append(f"classifier p50 missing for threads={threads}")
             elif i8 > f32 * CI_MAX_INT8_OVER_FLOAT32:
                 failures.append(
-                    f"int8 slower than float32 at threads={threads}: "
+                    f"int8 slower than float32 (over {CI_MAX_INT8_OVER_FLOAT32:.2f}x), threads={threads}: "
                     f"{i8:.3f} ms vs {f32:.3f} ms CPU per face (p50)"
                 )
     http = dig(result, "http", "models") or {}
