@@ -26,7 +26,7 @@
     mode: "camera", // "camera" | "photo"
     frames: 0,
     doneTimes: [], // completion times of recent predictions, for FPS
-    last: null, // {result, width, height, mirrored} for redraw on resize
+    last: null, // {result, mirrored}: the latest result, redrawn on resize
     photoUrl: null,
     timer: null,
     cameras: 0,
@@ -451,26 +451,23 @@
   els.file.addEventListener("change", () => checkPhoto(els.file.files[0]));
 
   // drag and drop anywhere on the page; the drop zone highlights
-  const dropTargets = [document.body];
-  for (const t of dropTargets) {
-    t.addEventListener("dragover", (ev) => {
-      if (!ev.dataTransfer?.types?.includes("Files")) return;
-      ev.preventDefault();
-      els.drop.classList.add("over");
-    });
-    t.addEventListener("dragleave", (ev) => {
-      if (ev.target === els.drop || !t.contains(ev.relatedTarget)) els.drop.classList.remove("over");
-    });
-    t.addEventListener("drop", (ev) => {
-      ev.preventDefault();
-      els.drop.classList.remove("over");
-      const file = [...(ev.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/"));
-      if (file) checkPhoto(file);
-      else showMessage("Drop an image file (JPEG, PNG, WebP or BMP).", "error");
-    });
-  }
-  window.addEventListener("resize", () => drawBoxes());
-  new ResizeObserver(() => drawBoxes()).observe(els.stage);
+  const page = document.body;
+  page.addEventListener("dragover", (ev) => {
+    if (!ev.dataTransfer?.types?.includes("Files")) return;
+    ev.preventDefault();
+    els.drop.classList.add("over");
+  });
+  page.addEventListener("dragleave", (ev) => {
+    if (!page.contains(ev.relatedTarget)) els.drop.classList.remove("over");
+  });
+  page.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    els.drop.classList.remove("over");
+    const file = [...(ev.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) checkPhoto(file);
+    else showMessage("Drop an image file (JPEG, PNG, WebP or BMP).", "error");
+  });
+  new ResizeObserver(() => drawBoxes()).observe(els.stage); // window resize, phone rotation, layout
   els.photo.addEventListener("load", () => drawBoxes());
   els.video.addEventListener("loadedmetadata", () => drawBoxes());
 
