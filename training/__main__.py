@@ -26,7 +26,10 @@ def _scenes_dir(args) -> Path | None:
         return None
     path = Path(args.scenes_dir) if args.scenes_dir else env_path(ENV_SCENES_DIR)
     if path is None:
-        print(f"note: no scene photos ({ENV_SCENES_DIR} unset): the cross-source check is skipped", file=sys.stderr)
+        print(
+            f"note: no scene photos ({ENV_SCENES_DIR} unset): the cross-source check is skipped",
+            file=sys.stderr,
+        )
     return path
 
 
@@ -37,8 +40,15 @@ def _weights(args) -> str:
 
 
 def _head_cfg(args) -> HeadConfig:
-    return HeadConfig(depth=args.depth, width=args.width, dropout=args.dropout, epochs=args.epochs,
-                      batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    return HeadConfig(
+        depth=args.depth,
+        width=args.width,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+    )
 
 
 def _prepare_cfg(args) -> PrepareConfig:
@@ -54,18 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"ImageFolder dataset (default ${ENV_DATA_DIR})")
     common.add_argument("--detector", help="YuNet .onnx (default $MASKLITE_DETECTOR_PATH)")
-    common.add_argument("--weights", help="MobileNetV2 no-top .h5 (default $MASKLITE_BACKBONE_WEIGHTS, else "
-                                          "Keras 'imagenet' download)")
+    common.add_argument(
+        "--weights",
+        help="MobileNetV2 no-top .h5 (default $MASKLITE_BACKBONE_WEIGHTS, else Keras 'imagenet' download)",
+    )
     common.add_argument("--scenes-dir", help=f"VOC-annotated scene photos (default ${ENV_SCENES_DIR})")
     common.add_argument("--no-scenes", action="store_true", help="skip the cross-source scene check")
     common.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="work files (default ./work)")
-    common.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="output models (default ./models)")
+    common.add_argument(
+        "--models-dir", default=str(DEFAULT_MODELS_DIR), help="output models (default ./models)"
+    )
     common.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR))
     common.add_argument("--margin", type=float, default=PrepareConfig.crop_margin)
     common.add_argument("--split-seed", type=int, default=PrepareConfig.split_seed)
     common.add_argument("--input-size", type=int, default=FeatureConfig.input_size)
-    common.add_argument("--views", type=int, default=FeatureConfig.train_views, help="augmented views per train image")
-    common.add_argument("--depth", type=int, default=HeadConfig.depth, help="dense layers incl. the output layer")
+    common.add_argument(
+        "--views", type=int, default=FeatureConfig.train_views, help="augmented views per train image"
+    )
+    common.add_argument(
+        "--depth", type=int, default=HeadConfig.depth, help="dense layers incl. the output layer"
+    )
     common.add_argument("--width", type=int, default=HeadConfig.width)
     common.add_argument("--dropout", type=float, default=HeadConfig.dropout)
     common.add_argument("--epochs", type=int, default=HeadConfig.epochs)
@@ -98,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_study(args.kind, work, Path(args.reports_dir), _head_cfg(args), args.seeds, _weights(args))
             return 0
-        stages = ["prepare", "features", "train", "export", "evaluate"] if args.command == "build" else [args.command]
+        stages = (
+            ["prepare", "features", "train", "export", "evaluate"]
+            if args.command == "build"
+            else [args.command]
+        )
         timings: dict[str, float] = {}
         for stage in stages:
             t0 = time.perf_counter()
@@ -118,9 +140,12 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
     from training import stages
 
     if stage == "prepare":
-        report = stages.stage_prepare(_data_dir(args), resolve_detector_path(args.detector), work,
-                                      _prepare_cfg(args), progress)
-        print(json.dumps({k: report[k] for k in ("fingerprint", "crop_counts", "groups", "splits")}, indent=1))
+        report = stages.stage_prepare(
+            _data_dir(args), resolve_detector_path(args.detector), work, _prepare_cfg(args), progress
+        )
+        print(
+            json.dumps({k: report[k] for k in ("fingerprint", "crop_counts", "groups", "splits")}, indent=1)
+        )
     elif stage == "features":
         meta = stages.stage_features(_data_dir(args), work, _feature_cfg(args), _weights(args), progress)
         print(json.dumps(meta["counts"]))
@@ -137,8 +162,16 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
 
         scenes_dir = _scenes_dir(args)
         detector = resolve_detector_path(args.detector) if scenes_dir else None
-        card = stage_evaluate(work, models_dir, _weights(args), scenes_dir, detector, _head_cfg(args), progress,
-                              ablation=not args.no_ablation)
+        card = stage_evaluate(
+            work,
+            models_dir,
+            _weights(args),
+            scenes_dir,
+            detector,
+            _head_cfg(args),
+            progress,
+            ablation=not args.no_ablation,
+        )
         write_model_card_md(card, models_dir)
         print_summary(card)
 
@@ -149,13 +182,17 @@ def _finish_build(models_dir: Path, timings: dict[str, float]) -> None:
 
     card = load_card(models_dir)
     card.training["build_seconds"] = {k: round(v, 1) for k, v in timings.items()} | {
-        "total": round(sum(timings.values()), 1), "cpus": os.cpu_count()}
+        "total": round(sum(timings.values()), 1),
+        "cpus": os.cpu_count(),
+    }
     save_card(card, models_dir)
     write_model_card_md(card, models_dir)
     print("\nbuild time per stage:")
     for k, v in timings.items():
         print(f"  {k:9s} {v:7.1f} s")
-    print(f"  {'total':9s} {sum(timings.values()):7.1f} s  ({sum(timings.values()) / 60:.1f} min, target <= 20)")
+    print(
+        f"  {'total':9s} {sum(timings.values()):7.1f} s  ({sum(timings.values()) / 60:.1f} min, target <= 20)"
+    )
 
 
 if __name__ == "__main__":

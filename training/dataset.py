@@ -49,7 +49,8 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[Sample]]:
     empty: list[str] = []
     for label in labels:
         files = sorted(
-            p for p in (root / label).iterdir()
+            p
+            for p in (root / label).iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:

@@ -7,7 +7,9 @@ read by masklite.classifier.Classifier, which the service uses).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,48 +26,67 @@ def compose(backbone, head, size: int):
     return keras.Model(inputs, probs, name="masklite")
 
 
-def _convert(model, shape: list[int], representative: np.ndarray | None = None) -> bytes:
-    """TFLite bytes from a SavedModel export of `model` with a fixed input shape; full int8 when a
-    representative batch is given.
+@contextmanager
+def saved_model(model, shape: list[int]) -> Iterator[str]:
+    """A temporary SavedModel export of `model` with one fixed input shape.
 
     (from_concrete_functions on a Keras 3 model leaves READ_VARIABLE ops that break int8 calibration;
     the SavedModel route freezes the variables.)"""
-    import tempfile
-
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="masklite-export-") as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False,
-                     input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if representative is not None:
-            if len(representative) == 0:
-                raise ValueError("int8 export needs a non-empty representative dataset")
+        model.export(
+            tmp,
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=[tf.TensorSpec(shape, tf.float32, name="input")],
+        )
+        yield tmp
 
-            def gen() -> Iterator[list[np.ndarray]]:
-                for x in representative:
-                    yield [x[None].astype(np.float32)]
 
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = gen
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        return converter.convert()
+def convert(saved_model_dir: str, representative: np.ndarray | None = None) -> bytes:
+    """TFLite bytes; full integer (int8 weights, activations, input and output) when a representative
+    batch of float inputs is given."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if representative is not None:
+        if len(representative) == 0:
+            raise ValueError("int8 export needs a non-empty representative dataset")
+
+        def gen() -> Iterator[list[np.ndarray]]:
+            for x in representative:
+                yield [x[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def to_tflite(model, size: int, representative: np.ndarray) -> tuple[bytes, bytes]:
+    """(float32, full-int8) TFLite bytes of an image model, from one SavedModel export."""
+    with saved_model(model, [1, size, size, 3]) as tmp:
+        return convert(tmp), convert(tmp, representative)
 
 
 def to_tflite_float32(model, size: int) -> bytes:
-    return _convert(model, [1, size, size, 3])
+    with saved_model(model, [1, size, size, 3]) as tmp:
+        return convert(tmp)
 
 
 def to_tflite_int8(model, size: int, representative: np.ndarray) -> bytes:
     """Full-integer quantisation; `representative` is a float32 batch of normalised train crops."""
-    return _convert(model, [1, size, size, 3], representative)
+    with saved_model(model, [1, size, size, 3]) as tmp:
+        return convert(tmp, representative)
 
 
 def head_to_tflite_int8(head, representative: np.ndarray) -> bytes:
     """Full-int8 TFLite of the head alone (features in, probabilities out), for the studies."""
-    return _convert(head, [1, int(representative.shape[1])], representative)
+    with saved_model(head, [1, int(representative.shape[1])]) as tmp:
+        return convert(tmp, representative)
 
 
 def representative_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:

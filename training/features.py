@@ -54,8 +54,13 @@ def build_backbone(size: int, alpha: float = 1.0, weights: str | None = None):
     return model
 
 
-def augment(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float, rng: np.random.Generator,
-            cfg: FeatureConfig) -> np.ndarray:
+def augment(
+    rgb: np.ndarray,
+    box: tuple[int, int, int, int],
+    margin: float,
+    rng: np.random.Generator,
+    cfg: FeatureConfig,
+) -> np.ndarray:
     """One random view of a face: jittered box -> crop_face -> flip / low-res / colour."""
     x, y, w, h = box
     height, width = rgb.shape[:2]
@@ -73,7 +78,9 @@ def augment(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float, rng:
         ch, cw = crop.shape[:2]
         f = side / max(ch, cw)
         if f < 1.0:
-            small = cv2.resize(crop, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                crop, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA
+            )
             if rng.random() < 0.5:  # scene photos are usually JPEG-compressed as well
                 ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 90))])
                 small = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED) if ok else small
@@ -91,21 +98,39 @@ def row_box(row: pd.Series) -> tuple[int, int, int, int]:
 
 
 class FeatureExtractor:
-    """Batches uint8 crops at input size through the frozen backbone."""
+    """Batches uint8 crops at input size through the frozen backbone.
 
-    def __init__(self, cfg: FeatureConfig, weights: str | None):
-        import tensorflow as tf
+    The backbone runs as a float32 TFLite model on LiteRT (XNNPACK): the same pooled features as Keras
+    (max |diff| ~3e-5) at ~3.5x the throughput on this 2-core CPU, which makes `features` the cheap stage
+    it needs to be. `engine="keras"` keeps the TensorFlow path."""
 
+    def __init__(self, cfg: FeatureConfig, weights: str | None, engine: str = "litert"):
         self.spec = input_spec(cfg.input_size)
         self.model = build_backbone(cfg.input_size, cfg.alpha, weights)
-        self._fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
         self.batch_size = cfg.batch_size
+        self.engine = engine
+        if engine == "litert":
+            from masklite.classifier import Classifier
+            from training.export import to_tflite_float32
+
+            self._clf = Classifier(
+                to_tflite_float32(self.model, cfg.input_size), num_threads=os.cpu_count() or 1
+            )
+        elif engine == "keras":
+            import tensorflow as tf
+
+            self._fn = tf.function(self._forward, reduce_retracing=True)
+        else:
+            raise ValueError(f"unknown feature engine {engine!r}")
+
+    def _forward(self, x):
+        return self.model(x, training=False)
 
     def __call__(self, crops_uint8: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(crops_uint8), self.batch_size):
             batch = preprocess(list(crops_uint8[i : i + self.batch_size]), self.spec)
-            out.append(np.asarray(self._fn(batch)))
+            out.append(self._clf.predict(batch) if self.engine == "litert" else np.asarray(self._fn(batch)))
         return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
 
 
@@ -134,7 +159,9 @@ def extract_features(
             rows = manifest[manifest.split == split]
             views = 1 + (cfg.train_views if split == "train" else 0)
             crops, whole, y, row_ids, view_ids = [], [], [], [], []
-            for ridx, row in tqdm(list(rows.iterrows()), desc=f"crops {split}", disable=not progress, unit="img"):
+            for ridx, row in tqdm(
+                list(rows.iterrows()), desc=f"crops {split}", disable=not progress, unit="img"
+            ):
                 rgb = read_image_file(str(Path(data_dir) / row.rel))
                 box = row_box(row)
                 crops.append(resize_crop(crop_face(rgb, box, crop_margin), size))
@@ -149,13 +176,27 @@ def extract_features(
             whole_feats = _batched(extractor, whole_arr, f"whole-image {split}", progress)
             y_arr, view_arr = np.array(y, np.int64), np.array(view_ids, np.int16)
             np.savez(tmp / f"{split}.npz", X=feats, y=y_arr, row=np.array(row_ids), view=view_arr)
-            np.savez(tmp / f"whole_{split}.npz", X=whole_feats, y=y_arr[view_arr == 0],
-                     row=np.array(row_ids)[view_arr == 0])
-            np.savez_compressed(tmp / f"crops_{split}.npz", crops=crops_arr[view_arr == 0],
-                                y=y_arr[view_arr == 0], row=np.array(row_ids)[view_arr == 0])
+            np.savez(
+                tmp / f"whole_{split}.npz",
+                X=whole_feats,
+                y=y_arr[view_arr == 0],
+                row=np.array(row_ids)[view_arr == 0],
+            )
+            np.savez_compressed(
+                tmp / f"crops_{split}.npz",
+                crops=crops_arr[view_arr == 0],
+                y=y_arr[view_arr == 0],
+                row=np.array(row_ids)[view_arr == 0],
+            )
             counts[split] = {"images": len(rows), "vectors": len(feats)}
-        meta = {"labels": labels, "config": asdict(cfg), "crop_margin": crop_margin, "counts": counts,
-                "weights": os.path.basename(weights) if weights else None}
+        meta = {
+            "labels": labels,
+            "config": asdict(cfg),
+            "crop_margin": crop_margin,
+            "counts": counts,
+            "weights": os.path.basename(weights) if weights else None,
+            "engine": "float32 TFLite backbone on LiteRT" if extractor.engine == "litert" else "Keras",
+        }
         (tmp / "meta.json").write_text(pd.Series(meta).to_json(indent=2))
         commit_dir(tmp, out_dir)
     except BaseException:

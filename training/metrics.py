@@ -22,8 +22,15 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10)
         if sel.any():
             gap = abs(float(correct[sel].mean()) - float(conf[sel].mean()))
             ece += gap * sel.mean()
-            table.append({"lo": float(lo), "hi": float(hi), "count": int(sel.sum()),
-                          "accuracy": float(correct[sel].mean()), "confidence": float(conf[sel].mean())})
+            table.append(
+                {
+                    "lo": float(lo),
+                    "hi": float(hi),
+                    "count": int(sel.sum()),
+                    "accuracy": float(correct[sel].mean()),
+                    "confidence": float(conf[sel].mean()),
+                }
+            )
     return float(ece), table
 
 
@@ -37,8 +44,9 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, labels: list[str], 
         "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y)) > 1 else float("nan"),
         "confusion_matrix": confusion_matrix(y, pred, labels=ids).tolist(),
-        "report": classification_report(y, pred, labels=ids, target_names=labels, output_dict=True,
-                                        zero_division=0),
+        "report": classification_report(
+            y, pred, labels=ids, target_names=labels, output_dict=True, zero_division=0
+        ),
     }
     if len(set(y)) > 1:
         out["roc_auc"] = float(roc_auc_score((y == positive).astype(int), probs[:, positive]))

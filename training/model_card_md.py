@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - a markdown template: long literal lines read better unbroken
 """models/MODEL_CARD.md, rendered from model_card.json so the two never disagree."""
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def _get(d: dict, *keys, default=None):
 
 def print_summary(card: ModelCard) -> None:
     ev = (card.model_extra or {}).get("evaluation", {})
-    print("\nprecision  test acc  bal.acc   ROC AUC   ECE      scenes(ann)  scenes(det)  face recall  MB     ms/face")
+    print(
+        "\nprecision  test acc  bal.acc   ROC AUC   ECE      scenes(ann)  scenes(det)  face recall  MB     ms/face"
+    )
     for p, e in card.models.items():
         m = e.metrics
         lat = (e.model_extra or {}).get("latency_ms", {})
@@ -40,8 +43,10 @@ def print_summary(card: ModelCard) -> None:
             f"{e.bytes / 1e6:5.2f}  {lat.get('median_ms', float('nan')):.2f}"
         )
     if ev:
-        print(f"int8 speedup vs float32 (LiteRT, 1 thread, batch 1): {ev.get('int8_speedup_vs_float32', 0):.2f}x "
-              f"(target >= 1.8x)")
+        print(
+            f"int8 speedup vs float32 (LiteRT, 1 thread, batch 1): {ev.get('int8_speedup_vs_float32', 0):.2f}x "
+            f"median, {ev.get('int8_speedup_vs_float32_p10', 0):.2f}x p10 (target >= 1.8x)"
+        )
         pa = ev.get("parity_test", {})
         print(f"label agreement on test: {pa.get('label_agreement')}")
 
@@ -65,25 +70,34 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "It runs after the YuNet face detector in the masklite service. Two shipped files, same network:",
         "",
         "| file | precision | size | test accuracy | balanced acc. | scene faces (annotated boxes) | "
-        "latency (1 thread) |",
-        "|---|---|---|---|---|---|---|",
+        "scene faces (detector) | latency median / p10 (1 thread) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p, e, lat in (("float32", f32, lat32), ("int8", i8, lat8)):
         lines.append(
             f"| `{e.file}` | {p} | {e.bytes / 1e6:.2f} MB | {_pct(_get(e.metrics, 'test', 'accuracy'))} | "
             f"{_pct(_get(e.metrics, 'test', 'balanced_accuracy'))} | "
             f"{_pct(_get(e.metrics, 'scenes', 'annotated', 'accuracy'))} | "
-            f"{_ms(lat['median_ms']) if lat else 'n/a'} |"
+            f"{_pct(_get(e.metrics, 'scenes', 'detected', 'accuracy'))} | "
+            f"{_ms(lat['median_ms']) + ' / ' + _ms(lat.get('p10_ms', float('nan'))) if lat else 'n/a'} |"
         )
     if keras_test:
-        lines.append(f"| (Keras, reference) | float32 | – | {_pct(keras_test.get('accuracy'))} | "
-                     f"{_pct(keras_test.get('balanced_accuracy'))} | "
-                     f"{_pct(_get(ev, 'keras', 'scenes', 'annotated', 'accuracy'))} | – |")
-    speed = ev.get("int8_speedup_vs_float32")
+        lines.append(
+            f"| (Keras, reference) | float32 | – | {_pct(keras_test.get('accuracy'))} | "
+            f"{_pct(keras_test.get('balanced_accuracy'))} | "
+            f"{_pct(_get(ev, 'keras', 'scenes', 'annotated', 'accuracy'))} | "
+            f"{_pct(_get(ev, 'keras', 'scenes', 'detected', 'accuracy'))} | – |"
+        )
+    speed, speed10 = ev.get("int8_speedup_vs_float32"), ev.get("int8_speedup_vs_float32_p10")
     lines += [
         "",
-        f"int8 is **{speed:.2f}× faster** than float32 (LiteRT, `masklite.classifier.Classifier`, 1 thread, "
-        "batch 1, median of interleaved runs on the shared 2-core build machine)." if speed else "",
+        f"int8 vs float32 speed-up: **{speed:.2f}×** on the median, **{speed10 or float('nan'):.2f}×** on the 10th "
+        "percentile (LiteRT via `masklite.classifier.Classifier`, 1 thread, batch 1, interleaved runs on the "
+        f"2-core build machine with a 1-minute load average of {lat8.get('loadavg_1min_before', '?')} while "
+        "other jobs ran: the p10 figure is the less load-sensitive one; `make bench` measures on a quiet "
+        "machine)."
+        if speed
+        else "",
         "",
         "## Intended use",
         "",
@@ -120,8 +134,11 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         f"{', '.join(f'{k} {v}' for k, v in _get(ds, 'fingerprint', 'counts', default={}).items())}); fingerprint "
         f"`{_get(ds, 'fingerprint', 'sha256', default='')[:16]}…` (sha256 over sorted file hashes).",
         f"* Crop rule: {ds.get('crop_rule')}. Counts: "
-        + "; ".join(f"{lab}: " + ", ".join(f"{k} {v}" for k, v in c.items())
-                    for lab, c in ds.get('crop_counts', {}).items()) + ".",
+        + "; ".join(
+            f"{lab}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+            for lab, c in ds.get("crop_counts", {}).items()
+        )
+        + ".",
         f"* Split {card.splits.get('fractions')} (seed {card.splits.get('seed')}), **group-aware and "
         f"stratified**: groups = {_get(ds, 'groups', 'sources')}; {_get(ds, 'groups', 'num_groups')} groups, "
         f"the largest {_get(ds, 'groups', 'largest_group')} images (one RMFD identity). No group straddles two "
@@ -143,18 +160,23 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "",
         "### Test split (held out, group-aware)",
         "",
-        "| precision | accuracy | balanced acc. | ROC AUC | ECE | " + " | ".join(f"recall {lab}" for lab in card.labels)
+        "| precision | accuracy | balanced acc. | ROC AUC | ECE | "
+        + " | ".join(f"recall {lab}" for lab in card.labels)
         + " |",
         "|---|---|---|---|---|" + "---|" * len(card.labels),
     ]
-    for name, m in (("Keras", keras_test), ("float32 TFLite", f32.metrics.get("test", {})),
-                    ("int8 TFLite", i8.metrics.get("test", {}))):
+    for name, m in (
+        ("Keras", keras_test),
+        ("float32 TFLite", f32.metrics.get("test", {})),
+        ("int8 TFLite", i8.metrics.get("test", {})),
+    ):
         if not m:
             continue
         lines.append(
             f"| {name} | {_pct(m.get('accuracy'))} | {_pct(m.get('balanced_accuracy'))} | "
             f"{m.get('roc_auc', float('nan')):.4f} | {m.get('ece', float('nan')):.4f} | "
-            + " | ".join(_pct(_get(m, 'per_class', lab, 'recall')) for lab in card.labels) + " |"
+            + " | ".join(_pct(_get(m, "per_class", lab, "recall")) for lab in card.labels)
+            + " |"
         )
     pa = ev.get("parity_test", {})
     if pa:
@@ -181,8 +203,11 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
             "(b) detector: face recall | accuracy on matched faces | balanced |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for name, sc in (("Keras", _get(ev, "keras", "scenes", default={})), ("float32", sc32),
-                         ("int8", i8.metrics.get("scenes", {}))):
+        for name, sc in (
+            ("Keras", _get(ev, "keras", "scenes", default={})),
+            ("float32", sc32),
+            ("int8", i8.metrics.get("scenes", {})),
+        ):
             a, d = sc.get("annotated", {}), sc.get("detected", {})
             lines.append(
                 f"| {name} | {_pct(a.get('accuracy'))} ({a.get('n')}) | {_pct(a.get('balanced_accuracy'))} | "
@@ -210,10 +235,15 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
             "|---|" + "---|" * len(keys),
         ]
         for r in ab["rows"]:
-            lines.append(f"| {r['train_input']} | " + " | ".join(
-                f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['sd']:.1f} % (bal. {100 * r[k + '_balanced']['mean']:.1f})"
-                for k in keys) + " |")
-        lines += ["", "![framing ablation](plots/framing_ablation.png)"]
+            lines.append(
+                f"| {r['train_input']} | "
+                + " | ".join(
+                    f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['sd']:.1f} % (bal. {100 * r[k + '_balanced']['mean']:.1f})"
+                    for k in keys
+                )
+                + " |"
+            )
+        lines += ["", *_ablation_reading(ab, keys), "", "![framing ablation](plots/framing_ablation.png)"]
     lines += [
         "",
         "### Training curves",
@@ -241,7 +271,10 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "```",
         "",
         "Build time per stage on the 2-core build machine: "
-        + (", ".join(f"{k} {v} s" for k, v in t.get("build_seconds", {}).items()) or "see `training.build_seconds`")
+        + (
+            ", ".join(f"{k} {v} s" for k, v in t.get("build_seconds", {}).items())
+            or "see `training.build_seconds`"
+        )
         + ".",
         "",
         "Library versions: " + ", ".join(f"{k} {v}" for k, v in card.versions.items()) + ".",
@@ -250,3 +283,24 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
     path = models_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _ablation_reading(ab: dict, keys: list[str]) -> list[str]:
+    """Plain-language differences, shipped head vs each alternative, flagged as noise when they are
+    smaller than two faces or two seed standard deviations."""
+    rows = {r["train_input"]: r for r in ab["rows"]}
+    shipped = next(r for name, r in rows.items() if "shipped" in name)
+    out = [
+        "Reading (shipped head minus alternative, accuracy points; *noise* = under two faces or two seed sd):",
+        "",
+    ]
+    for name, r in rows.items():
+        if r is shipped:
+            continue
+        parts = []
+        for k in keys:
+            d = 100 * (shipped[k]["mean"] - r[k]["mean"])
+            floor = max(200.0 / ab["eval_sizes"][k], 200 * max(shipped[k]["sd"], r[k]["sd"]))
+            parts.append(f"{k} {d:+.1f}" + (" (noise)" if abs(d) < floor else ""))
+        out.append(f"* vs *{name}*: " + ", ".join(parts))
+    return out

@@ -18,8 +18,15 @@ def confusion_matrices(mats: dict[str, list[list[int]]], labels: list[str], path
         ax.imshow(m, cmap="Blues")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if m[i, j] > m.max() / 2 else "black", fontsize=12)
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black",
+                    fontsize=12,
+                )
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_xlabel("predicted")
@@ -64,7 +71,9 @@ def training_curves(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def bars(rows: list[dict], x_key: str, y_keys: list[str], path: Path, title: str, ylabel: str = "accuracy") -> None:
+def bars(
+    rows: list[dict], x_key: str, y_keys: list[str], path: Path, title: str, ylabel: str = "accuracy"
+) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(y_keys)
     xs = np.arange(len(rows))

@@ -56,7 +56,9 @@ def commit_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def prepare(data_dir: Path, detector_path: Path, out_dir: Path, cfg: PrepareConfig, progress: bool = True) -> dict:
+def prepare(
+    data_dir: Path, detector_path: Path, out_dir: Path, cfg: PrepareConfig, progress: bool = True
+) -> dict:
     labels, samples = scan_image_folder(data_dir)
     images = load_images(samples, progress=progress)  # raises on any unreadable file, before writing
     tmp = atomic_dir(out_dir)
@@ -69,7 +71,9 @@ def prepare(data_dir: Path, detector_path: Path, out_dir: Path, cfg: PrepareConf
     return report
 
 
-def _prepare(data_dir, detector_path, labels, samples, images, cfg: PrepareConfig, tmp: Path, progress: bool) -> dict:
+def _prepare(
+    data_dir, detector_path, labels, samples, images, cfg: PrepareConfig, tmp: Path, progress: bool
+) -> dict:
     hashes = [dhash(im) for im in tqdm(images, desc="dhash", disable=not progress, unit="img")]
     phashes = [phash(im) for im in tqdm(images, desc="phash", disable=not progress, unit="img")]
     listed = read_near_duplicates(Path(data_dir) / "near_duplicates.csv")
@@ -80,7 +84,10 @@ def _prepare(data_dir, detector_path, labels, samples, images, cfg: PrepareConfi
     detector = FaceDetector(detector_path, cfg.detector_score_threshold, cfg.detector_nms_threshold)
     rows = []
     for s, im, g, sp, h in tqdm(
-        list(zip(samples, images, groups, splits, hashes, strict=True)), desc="detect", disable=not progress, unit="img"
+        list(zip(samples, images, groups, splits, hashes, strict=True)),
+        desc="detect",
+        disable=not progress,
+        unit="img",
     ):
         faces = detector.detect(im)
         height, width = im.shape[:2]
@@ -90,9 +97,20 @@ def _prepare(data_dir, detector_path, labels, samples, images, cfg: PrepareConfi
             box, score, source = (0, 0, width, height), float("nan"), "whole_image"
         rows.append(
             {
-                "rel": s.rel, "label": s.label, "split": sp, "group": g, "dhash": f"{h:016x}",
-                "width": width, "height": height, "x": box[0], "y": box[1], "w": box[2], "h": box[3],
-                "crop_source": source, "n_faces": len(faces), "det_score": score,
+                "rel": s.rel,
+                "label": s.label,
+                "split": sp,
+                "group": g,
+                "dhash": f"{h:016x}",
+                "width": width,
+                "height": height,
+                "x": box[0],
+                "y": box[1],
+                "w": box[2],
+                "h": box[3],
+                "crop_source": source,
+                "n_faces": len(faces),
+                "det_score": score,
             }
         )
     df = pd.DataFrame(rows)
@@ -102,7 +120,9 @@ def _prepare(data_dir, detector_path, labels, samples, images, cfg: PrepareConfi
         lab: {k: int(v) for k, v in Counter(df.loc[df.label == lab, "crop_source"]).items()} for lab in labels
     }
     multi = {lab: int(((df.label == lab) & (df.n_faces > 1)).sum()) for lab in labels}
-    split_sizes = {sp: {lab: int(((df.split == sp) & (df.label == lab)).sum()) for lab in labels} for sp in SPLITS}
+    split_sizes = {
+        sp: {lab: int(((df.split == sp) & (df.label == lab)).sum()) for lab in labels} for sp in SPLITS
+    }
     group_sizes = Counter(groups)
     report = {
         "data_dir": str(Path(data_dir).resolve()),
@@ -121,7 +141,9 @@ def _prepare(data_dir, detector_path, labels, samples, images, cfg: PrepareConfi
             "largest_group": max(group_sizes.values()),
             "merges": merge_stats,
             "hash_max_distance": HASH_MAX_DISTANCE,
-            "sources": "near_duplicates.csv ∪ (dHash and pHash both <= 6 bits) ∪ RMFD identity (N_N_<name>_NNNN.jpg)",
+            "sources": (
+                "near_duplicates.csv ∪ (dHash and pHash both <= 6 bits) ∪ RMFD identity (N_N_<name>_NNNN.jpg)"
+            ),
         },
         "splits": {"fractions": list(cfg.split_fractions), "seed": cfg.split_seed, "sizes": split_sizes},
         "config": asdict(cfg),

@@ -59,7 +59,9 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match(annotated: list[tuple], detected: list[tuple], threshold: float = MATCH_IOU) -> list[tuple[int, int]]:
+def match(
+    annotated: list[tuple], detected: list[tuple], threshold: float = MATCH_IOU
+) -> list[tuple[int, int]]:
     """Greedy one-to-one matching, best IoU first: [(annotation index, detection index)]."""
     pairs = sorted(
         ((iou(a, d), i, j) for i, a in enumerate(annotated) for j, d in enumerate(detected)), reverse=True
@@ -102,8 +104,14 @@ def detected_crops(scenes: list[Scene], detector: FaceDetector, margin: float) -
             found[s.labels[i]] += 1
             crops.append(crop_face(s.rgb, det_boxes[j], margin))
             labels.append(s.labels[i])
-    return {"crops": crops, "labels": labels, "annotated": annotated, "found": found,
-            "detections": detections, "unmatched_detections": unmatched}
+    return {
+        "crops": crops,
+        "labels": labels,
+        "annotated": annotated,
+        "found": found,
+        "detections": detections,
+        "unmatched_detections": unmatched,
+    }
 
 
 def scene_metrics(
@@ -125,8 +133,11 @@ def scene_metrics(
         block: dict = {
             "face_recall": hit / total if total else float("nan"),
             "recall_per_class": {k: det["found"][k] / v for k, v in det["annotated"].items() if v},
-            "annotated": total, "matched": hit, "detections": det["detections"],
-            "unmatched_detections": det["unmatched_detections"], "match_iou": MATCH_IOU,
+            "annotated": total,
+            "matched": hit,
+            "detections": det["detections"],
+            "unmatched_detections": det["unmatched_detections"],
+            "match_iou": MATCH_IOU,
         }
         if det["crops"]:
             yd = np.array([label_names.index(v) for v in det["labels"]])
@@ -137,9 +148,16 @@ def scene_metrics(
 
 def _acc_block(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict:
     per_class = {
-        lab: {"n": int((y == k).sum()), "accuracy": float((pred[y == k] == k).mean()) if (y == k).any() else None}
+        lab: {
+            "n": int((y == k).sum()),
+            "accuracy": float((pred[y == k] == k).mean()) if (y == k).any() else None,
+        }
         for k, lab in enumerate(label_names)
     }
     recalls = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {"n": int(len(y)), "accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(recalls)),
-            "per_class": per_class}
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "per_class": per_class,
+    }

@@ -18,9 +18,9 @@ from training.export import (
     FLOAT32_FILE,
     INT8_FILE,
     compose,
+    convert,
     representative_indices,
-    to_tflite_float32,
-    to_tflite_int8,
+    saved_model,
 )
 from training.features import build_backbone, extract_features, input_spec, load_split
 from training.head import save_history, train_head
@@ -29,14 +29,19 @@ from training.prepare import atomic_dir, commit_dir, load_manifest, prepare
 REPRESENTATIVE_SAMPLES = 200
 
 
-def stage_prepare(data_dir: Path, detector: Path, work: Path, cfg: PrepareConfig, progress: bool = True) -> dict:
+def stage_prepare(
+    data_dir: Path, detector: Path, work: Path, cfg: PrepareConfig, progress: bool = True
+) -> dict:
     return prepare(data_dir, detector, work / "prepare", cfg, progress)
 
 
-def stage_features(data_dir: Path, work: Path, cfg: FeatureConfig, weights: str, progress: bool = True) -> dict:
+def stage_features(
+    data_dir: Path, work: Path, cfg: FeatureConfig, weights: str, progress: bool = True
+) -> dict:
     manifest, report = load_manifest(work / "prepare")
-    return extract_features(manifest, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights,
-                            progress)
+    return extract_features(
+        manifest, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights, progress
+    )
 
 
 def load_features_meta(work: Path) -> dict:
@@ -51,15 +56,26 @@ def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
     train, val = load_split(work / "features", "train"), load_split(work / "features", "val")
     val_clean = val["view"] == 0
     t0 = time.perf_counter()
-    head, history = train_head(train["X"], train["y"], val["X"][val_clean], val["y"][val_clean],
-                                len(meta["labels"]), cfg, verbose=verbose)
+    head, history = train_head(
+        train["X"],
+        train["y"],
+        val["X"][val_clean],
+        val["y"][val_clean],
+        len(meta["labels"]),
+        cfg,
+        verbose=verbose,
+    )
     seconds = time.perf_counter() - t0
     tmp = atomic_dir(work / "train")
     try:
         head.save(tmp / "head.keras")
         save_history(history, tmp / "history.json")
-        info = {"config": asdict(cfg), "seconds": seconds, "train_vectors": int(len(train["X"])),
-                "final": {k: v[-1] for k, v in history.items()}}
+        info = {
+            "config": asdict(cfg),
+            "seconds": seconds,
+            "train_vectors": int(len(train["X"])),
+            "final": {k: v[-1] for k, v in history.items()},
+        }
         (tmp / "train.json").write_text(json.dumps(info, indent=2) + "\n")
         commit_dir(tmp, work / "train")
     except BaseException:
@@ -82,7 +98,9 @@ def composed_model(work: Path, weights: str | None):
     return compose(backbone, head, size), meta
 
 
-def representative_batch(work: Path, meta: dict, n: int = REPRESENTATIVE_SAMPLES, seed: int = 0) -> np.ndarray:
+def representative_batch(
+    work: Path, meta: dict, n: int = REPRESENTATIVE_SAMPLES, seed: int = 0
+) -> np.ndarray:
     from masklite.preprocess import normalize
 
     with np.load(work / "features" / "crops_train.npz") as z:
@@ -106,9 +124,16 @@ def library_versions() -> dict:
         litert = version("ai-edge-litert")
     except Exception:  # noqa: BLE001
         litert = getattr(ai_edge_litert, "__version__", "unknown")
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "ai_edge_litert": litert, "opencv": cv2.__version__, "numpy": np.__version__,
-            "scikit_learn": sklearn.__version__, "masklite": masklite.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": litert,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "masklite": masklite.__version__,
+    }
 
 
 def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> ModelCard:
@@ -121,11 +146,13 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
     _, report = load_manifest(work / "prepare")
     train_info = json.loads((work / "train" / "train.json").read_text())
     t0 = time.perf_counter()
-    f32 = to_tflite_float32(model, size)
-    t1 = time.perf_counter()
     rep = representative_batch(work, meta, seed=seed)
-    i8 = to_tflite_int8(model, size, rep)
-    t2 = time.perf_counter()
+    with saved_model(model, [1, size, size, 3]) as saved:
+        t1 = time.perf_counter()
+        f32 = convert(saved)
+        t2 = time.perf_counter()
+        i8 = convert(saved, rep)
+        t3 = time.perf_counter()
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = atomic_dir(models_dir / ".export")
     try:
@@ -140,8 +167,13 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
             },
         }
         entries = {
-            p: ModelEntry(file=f, sha256=sha256_file(tmp / f), bytes=(tmp / f).stat().st_size, precision=p,
-                          quantization=quant[p])
+            p: ModelEntry(
+                file=f,
+                sha256=sha256_file(tmp / f),
+                bytes=(tmp / f).stat().st_size,
+                precision=p,
+                quantization=quant[p],
+            )
             for p, f in (("float32", FLOAT32_FILE), ("int8", INT8_FILE))
         }
         card = ModelCard(
@@ -150,8 +182,12 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
             labels=meta["labels"],
             input=input_spec(size),
             crop_margin=float(report["config"]["crop_margin"]),
-            detector=DetectorSpec(**{k: report["detector"][k] for k in
-                                     ("name", "file", "sha256", "score_threshold", "nms_threshold")}),
+            detector=DetectorSpec(
+                **{
+                    k: report["detector"][k]
+                    for k in ("name", "file", "sha256", "score_threshold", "nms_threshold")
+                }
+            ),
             models=entries,
             dataset={
                 "name": Path(report["data_dir"]).name,
@@ -164,19 +200,32 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
             },
             splits=report["splits"],
             training={
-                "backbone": {"arch": "MobileNetV2", "alpha": meta["config"]["alpha"], "weights": meta["weights"],
-                             "frozen": True, "pooling": "global average", "feature_dim": 1280},
+                "backbone": {
+                    "arch": "MobileNetV2",
+                    "alpha": meta["config"]["alpha"],
+                    "weights": meta["weights"],
+                    "frozen": True,
+                    "pooling": "global average",
+                    "feature_dim": 1280,
+                },
                 "features": meta["config"],
                 "feature_vectors": meta["counts"],
                 "head": train_info["config"],
                 "head_depth_counts_output_layer": True,
                 "final_epoch": train_info["final"],
-                "convert_seconds": {"float32": round(t1 - t0, 1), "int8": round(t2 - t1, 1)},
+                "export_seconds": {
+                    "saved_model": round(t1 - t0, 1),
+                    "float32": round(t2 - t1, 1),
+                    "int8": round(t3 - t2, 1),
+                },
             },
             versions=library_versions(),
         )
-        for p, f in (("float32", FLOAT32_FILE), ("int8", INT8_FILE)):
+        for f in (FLOAT32_FILE, INT8_FILE):
             (tmp / f).replace(models_dir / f)
+        from training.micro import carry_over_micro  # keep models.micro (python -m training micro) if valid
+
+        carry_over_micro(models_dir, card)
         save_card(card, models_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Training-test fixtures: real asset paths from the environment; a test skips with a reason when unset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from masklite.paths import (
+    DEFAULT_MODELS_DIR,
+    ENV_BACKBONE_WEIGHTS,
+    ENV_DATA_DIR,
+    ENV_DETECTOR_PATH,
+    ENV_SCENES_DIR,
+)
+
+
+def _env_dir(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} is not set (the real asset is needed for this test)")
+    path = Path(value)
+    if not path.exists():
+        pytest.skip(f"{name}={value} does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _env_dir(ENV_DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def detector_path() -> Path:
+    return _env_dir(ENV_DETECTOR_PATH)
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    return _env_dir(ENV_BACKBONE_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def scenes_dir() -> Path:
+    return _env_dir(ENV_SCENES_DIR)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    if not (DEFAULT_MODELS_DIR / "model_card.json").is_file():
+        pytest.skip("models/model_card.json not built yet (run `python -m training build`)")
+    return DEFAULT_MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def tf():
+    return pytest.importorskip("tensorflow", reason="TensorFlow (extra `train`) is not installed")
