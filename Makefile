@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 
-.PHONY: setup serve test test-fast lint bench bench-ci build-models studies robustness-report reliability
+.PHONY: setup serve test test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
 
 setup:  ## create .venv/ with the service, training and dev dependencies
 	python3 -m venv .venv
@@ -34,3 +34,12 @@ build-models:  ## prepare -> train -> export -> evaluate, writes models/
 
 robustness-report:  ## per-layer weight robustness of the shipped models -> reports/robustness.md + PNGs
 	$(PY) -m masklite.robustness_cli report --workers 2
+
+reliability:  ## hardening tests in the long profile (fuzz >= 1,000 cases, 30 s overload, ...) -> RELIABILITY.md (~15 min)
+	$(PY) tests/hardening/reliability.py --profile long $(ARGS)
+
+fuzz:  ## schemathesis against /openapi.json of a real server, long profile (>= 1,000 cases)
+	MASKLITE_HARDENING_PROFILE=long $(PY) -m pytest tests/hardening/test_fuzz.py -rs
+
+overload:  ## 200 concurrent clients for 30 s on loopback, long profile
+	MASKLITE_HARDENING_PROFILE=long $(PY) -m pytest tests/hardening/test_overload.py -rs
