@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # buffer + the RGB array) on each inference thread, so this bounds the worker's memory.
     max_pixels: int = Field(SERVICE_MAX_PIXELS, ge=1, description="largest image (width*height)")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 responses")
+    # an admitted predict holds an in-flight slot while its body arrives: a client that stalls mid-upload
+    # must not hold it for ever (MAX_INFLIGHT stalled uploads would otherwise lock predict out)
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds to receive an admitted body")
     warmup_runs: int = Field(3, ge=0, description="warm-up inferences per thread before ready")
     jobs_dir: Path = Field(Path("data/jobs"), description="where job results are stored")
     # background jobs (service/jobs.py): robustness grids and benchmarks, in separate processes

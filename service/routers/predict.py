@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -53,7 +54,7 @@ _UPLOAD_BODY = {
         },
     }
 }
-_ERRORS = error_responses(400, 401, 403, 413, 415, 422, 503)
+_ERRORS = error_responses(400, 401, 403, 408, 413, 415, 422, 503)
 
 ModelParam = Annotated[
     str, Query(pattern=MODEL_PATTERN, description="a precision from /v1/models: int8 (default), float32, ...")
@@ -90,14 +91,27 @@ async def predict(
         )
     rt.admit()  # before reading the body: a full server refuses without buffering anything
     try:
-        if media == "multipart/form-data":
-            data = await MultipartImageReader(ctype).read(request.stream())
-        else:
-            data = await request.body()
+        data = await _read_body(request, media, ctype, rt.settings.body_timeout_s)
         result = await _infer(rt, data, precision, detect_faces, min_face_size)
     finally:
         rt.release()
     return _response(request, rt, precision, result, t0)
+
+
+async def _read_body(request: Request, media: str, ctype: str, timeout_s: float) -> bytes:
+    """The upload, in memory; 408 when it has not fully arrived within `timeout_s` (frees the slot)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if media == "multipart/form-data":
+                return await MultipartImageReader(ctype).read(request.stream())
+            return await request.body()
+    except TimeoutError as exc:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"request body not received within {timeout_s:g} s (MASKLITE_BODY_TIMEOUT_S)",
+            {"Connection": "close"},
+        ) from exc
 
 
 @router.post(

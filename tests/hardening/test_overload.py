@@ -11,6 +11,7 @@ CI profile: 6 s of load on the shared live server. Long profile (`make overload`
 from __future__ import annotations
 
 import re
+import socket
 import statistics
 import threading
 import time
@@ -171,4 +172,63 @@ def test_overload_30s_fresh_server(
     try:
         overload(handle, camera_frame, 30.0, record_property)
     finally:
+        handle.stop()
+
+
+def stalled_upload(url: str, declared: int = 200_000) -> socket.socket:
+    """A client that is admitted (headers + a few body bytes) and then stops sending."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        + f"Content-Length: {declared}\r\n\r\n".encode()
+        + b"\xff\xd8\xff\xe0"
+    )
+    return s
+
+
+def read_all(s: socket.socket) -> str:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_stalled_uploads_release_their_slots(
+    server_factory: ServerFactory, camera_frame: bytes, record_property: Callable
+) -> None:
+    """MAX_INFLIGHT clients that stall mid-upload (slowloris) lock predict out only until
+    MASKLITE_BODY_TIMEOUT_S: then each gets 408 and its slot is free again."""
+    timeout_s = 2.0
+    handle = server_factory.start(
+        {
+            "MASKLITE_MAX_INFLIGHT": "2",
+            "MASKLITE_BODY_TIMEOUT_S": str(timeout_s),
+            "MASKLITE_THREADS": "1",
+            "MASKLITE_WARMUP_RUNS": "0",
+        }
+    )
+    try:
+        t0 = time.monotonic()
+        stalled = [stalled_upload(handle.url) for _ in range(2)]
+        time.sleep(0.5)
+        with httpx.Client(base_url=handle.url, timeout=30) as c:
+            files = {"file": ("f.jpg", camera_frame, "image/jpeg")}
+            busy = c.post("/v1/predict", files=files)
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded", busy.text
+            answers = [read_all(s) for s in stalled]
+            freed_after = time.monotonic() - t0
+            for a in answers:
+                assert a.startswith("HTTP/1.1 408") and "request_timeout" in a, a[:300]
+            assert freed_after < timeout_s + 5, freed_after
+            ok = c.post("/v1/predict", files=files)
+            assert ok.status_code == 200, ok.text
+            assert c.get("/health/ready").json()["inflight"] == 0
+        record_property("cases", 3)
+        record_property(
+            "detail", f"2 stalled uploads answered 408 after {freed_after:.1f} s (limit {timeout_s:g} s)"
+        )
+    finally:
+        for s in stalled:
+            s.close()
         handle.stop()
