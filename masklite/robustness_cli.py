@@ -150,6 +150,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.threads,
         args.nice,
         args.precisions.split(","),
+        grids=tuple(args.grids.split(",")),
+        faults_max_images=args.faults_max_images,
+        original_max_images={"float32": args.float32_max_images},
     )
     print(f"wrote {path}")
     return 0
@@ -176,7 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     layers.set_defaults(fn=cmd_layers)
     report = sub.add_parser("report", help="reports/robustness.md for the shipped models")
     _common(report)
-    report.add_argument("--precisions", default="float32,int8")
+    report.add_argument("--precisions", default="int8,float32")
+    report.add_argument("--faults-max-images", type=int, default=200, help="images for noise/bit-flip grids")
+    report.add_argument(
+        "--float32-max-images",
+        type=int,
+        default=None,
+        help="images for the float32 original grid (default: all)",
+    )
+    report.add_argument(
+        "--grids", default="original,faults", help="original (multiply/add) and/or faults (noise/bit flips)"
+    )
     report.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     report.set_defaults(fn=cmd_report)
     args = parser.parse_args(argv)
