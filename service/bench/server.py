@@ -69,19 +69,27 @@ class ServerProcess:
             for pid in self.worker_pids()
         }
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S, in_a_row: int = 20) -> None:
+        """Until /health/ready answers 200 `in_a_row` times on fresh connections: with several uvicorn
+        workers each one loads its own models, and one ready worker must not start the measurement."""
         deadline = time.monotonic() + timeout
         last = "no answer"
+        streak = 0
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 r = httpx.get(self.url + "/health/ready", timeout=5, trust_env=False)
                 if r.status_code == 200:
-                    return
+                    streak += 1
+                    if streak >= in_a_row:
+                        return
+                    time.sleep(0.02)
+                    continue
                 last = r.text[:300]
             except httpx.TransportError as exc:
                 last = type(exc).__name__
+            streak = 0
             time.sleep(0.2)
         raise RuntimeError(f"service not ready after {timeout:.0f} s ({last}):\n{self.logs()}")
 
