@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-duration", type=float, default=10.0, help="seconds per level")
     ap.add_argument(
         "--load-setups",
-        default="1x2,2x1",
+        default="1x2,2x1o1",
         help="server setups WORKERSxTHREADS[oOPENCV_THREADS], comma-separated",
     )
     ap.add_argument(

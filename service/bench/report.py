@@ -219,19 +219,26 @@ def save_chart(result: dict[str, Any], path: Path) -> Path:
         panels.append("http")
     if result.get("load"):
         panels.append("load")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    ncols = 2 if len(panels) > 2 else len(panels)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         if panel == "classifier":
-            labels, p50, p90 = [], [], []
+            labels, p50, p90, cpu = [], [], [], []
             for precision, entry in result.get("models", {}).items():
                 for threads, t in entry.get("threads", {}).items():
                     for c in t.get("classifier", {}).values():
                         labels.append(f"{precision}\nt{threads} b{c['batch']}")
                         p50.append(c["per_face_ms"]["p50"])
                         p90.append(c["per_face_ms"]["p90"])
+                        cpu.append(c.get("cpu_per_face_ms", {}).get("p50"))
             x = range(len(labels))
-            ax.bar(x, p50, color="tab:blue", label="p50")
-            ax.scatter(x, p90, color="black", marker="_", s=200, label="p90", zorder=3)
+            ax.bar(x, p50, color="tab:blue", label="wall p50")
+            ax.scatter(x, p90, color="black", marker="_", s=200, label="wall p90", zorder=3)
+            if any(v is not None for v in cpu):
+                ax.scatter(x, cpu, color="tab:red", marker="o", s=25, label="CPU p50", zorder=4)
             ax.set_xticks(list(x), labels, fontsize=7)
             ax.set_ylabel("ms per face")
             ax.set_title("Classifier latency per face")
@@ -285,14 +292,30 @@ def save_chart(result: dict[str, Any], path: Path) -> Path:
             ax.set_title("In-process vs HTTP")
             ax.legend(fontsize=8)
         elif panel == "load":
-            by_label: dict[str, list[tuple[int, float, float]]] = {}
+            by_label: dict[str, list[tuple[int, float, float | None]]] = {}
             for run in result["load"]["runs"]:
                 by_label.setdefault(str(run.get("label", "")), []).append(
-                    (run["concurrency"], run["requests_per_s"], run.get("latency_ms", {}).get("p99") or 0.0)
+                    (
+                        run["concurrency"],
+                        run.get("ok_per_s", run["requests_per_s"]),
+                        run.get("cpu_bound_req_per_s"),
+                    )
                 )
-            for label, pts in by_label.items():
+            for i, (label, pts) in enumerate(by_label.items()):
                 pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label or "req/s")
+                color = f"C{i}"
+                ax.plot(
+                    [p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=f"{label} 200/s"
+                )
+                if all(p[2] is not None for p in pts):
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [p[2] for p in pts],
+                        ls="--",
+                        color=color,
+                        label=f"{label} CPU-bound",
+                    )
+            ax.axhline(100, color="grey", lw=0.8, ls=":", label="target 100/s")
             ax.set_xlabel("concurrent clients")
             ax.set_ylabel("requests/s")
             ax.set_title("Throughput under load")
