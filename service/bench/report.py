@@ -93,7 +93,8 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
 
     m = result.get("machine", {})
     out.append(
-        f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}), load avg {m.get('load_avg')}, "
+        f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}; {' '.join(m.get('cpu_flags') or [])}), "
+        f"load avg {m.get('load_avg')}, "
         f"python {m.get('python')}, litert {m.get('versions', {}).get('ai-edge-litert')}"
     )
     out.append(
