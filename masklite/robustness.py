@@ -839,9 +839,19 @@ def plot_heatmaps(result: GridResult, out_dir: Path, title: str = "") -> list[st
                 mat[row_of[c["layer"]], col[c["value"]]] = c[metric]
         return mat, values
 
-    def draw(ax: Any, mat: np.ndarray, values: list[float], label: str, cmap: str, show_names: bool) -> Any:
+    axis_label = {
+        "multiply": "x scalar",
+        "add": "+ scalar",
+        "noise": "sigma / weight std",
+        "bitflip": "bit-flip rate",
+    }
+
+    def draw(
+        ax: Any, mat: np.ndarray, values: list[float], label: str, cmap: str, show_names: bool, kind: str
+    ) -> Any:
         im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks(range(len(values)), [f"{v:g}" for v in values], rotation=90, fontsize=7)
+        ax.set_xlabel(axis_label.get(kind, kind), fontsize=8)
         ticks = layer_names if show_names else [""] * len(layer_names)
         ax.set_yticks(range(len(layer_names)), ticks, fontsize=6)
         ax.set_title(label, fontsize=9)
@@ -852,11 +862,12 @@ def plot_heatmaps(result: GridResult, out_dir: Path, title: str = "") -> list[st
     im = None
     for j, kind in enumerate(kinds):
         mat, values = grid(kind, "accuracy")
-        im = draw(axes[0, j], mat, values, f"accuracy: {kind}", "RdYlGn", j == 0)
+        im = draw(axes[0, j], mat, values, f"accuracy: {kind}", "RdYlGn", j == 0, kind)
     fig.colorbar(im, ax=axes[0, :].tolist(), fraction=0.03, pad=0.02)
     fig.suptitle(
         f"{title} clean accuracy {result.clean['accuracy']:.3f} on {result.evalset['images']} images".strip(),
         fontsize=10,
+        y=1.0 + 0.35 / height,
     )
     fig.savefig(out_dir / "heatmap.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -870,9 +881,9 @@ def plot_heatmaps(result: GridResult, out_dir: Path, title: str = "") -> list[st
         fig, axes = plt.subplots(1, len(panels), figsize=(2.2 + 2.8 * len(panels), height), squeeze=False)
         for j, (metric, label, cmap) in enumerate(panels):
             mat, values = grid(kind, metric)
-            im = draw(axes[0, j], mat, values, label, cmap, j == 0)
+            im = draw(axes[0, j], mat, values, f"{kind}: {label}", cmap, j == 0, kind)
             fig.colorbar(im, ax=axes[0, j], fraction=0.05, pad=0.02)
-        fig.suptitle(f"{title} {kind}".strip(), fontsize=10)
+        fig.suptitle(f"{title} {kind}".strip(), fontsize=10, y=1.0 + 0.35 / height)
         name = f"heatmap_{kind}.png"
         fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
