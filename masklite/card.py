@@ -42,6 +42,8 @@ class ModelEntry(BaseModel):
     bytes: int
     precision: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # Only for a model whose input differs from the card default (the micro model: smaller size).
+    input: InputSpec | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ModelCard(BaseModel):
@@ -65,6 +67,24 @@ class ModelCard(BaseModel):
 
     def model_path(self, models_dir: Path, precision: str) -> Path:
         return models_dir / self.models[precision].file
+
+    def input_for(self, precision: str | None = None) -> InputSpec:
+        """The input spec of one model: its entry's own `input` when it has one, else the card default."""
+        entry = self.models.get(precision) if precision is not None else None
+        return entry.input if entry is not None and entry.input is not None else self.input
+
+    def input_for_model(self, file_name: str, input_size: tuple[int, int] | None = None) -> InputSpec:
+        """The input spec for a loaded model, found by its file name, else by its input size (a model
+        loaded from bytes has no name); the card default when nothing matches."""
+        for precision, entry in self.models.items():
+            if entry.file == file_name:
+                return self.input_for(precision)
+        if input_size is not None and tuple(self.input.size) != tuple(input_size):
+            for precision in self.models:
+                spec = self.input_for(precision)
+                if tuple(spec.size) == tuple(input_size):
+                    return spec
+        return self.input
 
 
 def load_card(models_dir: Path) -> ModelCard:

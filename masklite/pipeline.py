@@ -37,8 +37,13 @@ def predict_faces(
     detector: FaceDetector | None,
     detect_faces: bool = True,
     min_face: int = 0,
+    precision: str | None = None,
 ) -> Prediction:
-    """Find faces (or take the whole image), crop with the card's margin, classify each crop."""
+    """Find faces (or take the whole image), crop with the card's margin, classify each crop.
+
+    Preprocessing is the card's input spec for this model: `precision`'s entry when given, else the entry
+    whose file the classifier was loaded from (the micro model has its own, smaller input size).
+    """
     height, width = rgb.shape[:2]
     warnings: list[str] = []
     t0 = time.perf_counter()
@@ -52,7 +57,11 @@ def predict_faces(
             warnings.append(NO_DETECTOR_WARNING)
         boxes, scores, crops = [(0, 0, width, height)], [None], [rgb]
     t1 = time.perf_counter()
-    probs = classifier.predict(preprocess(crops, card.input)) if crops else np.zeros((0, len(card.labels)))
+    if precision:
+        spec = card.input_for(precision)
+    else:
+        spec = card.input_for_model(classifier.name, classifier.input_size)
+    probs = classifier.predict(preprocess(crops, spec)) if crops else np.zeros((0, len(card.labels)))
     t2 = time.perf_counter()
     faces = [
         FacePrediction(

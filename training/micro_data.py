@@ -40,9 +40,10 @@ SPLITS = ("train", "val", "test")
 
 
 def feature_config(work: Path) -> FeatureConfig:
-    from training.stages import load_features_meta
-
-    cfg = load_features_meta(work)["config"]
+    path = work / "features" / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m training features` first")
+    cfg = json.loads(path.read_text())["config"]
     return FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
 
 
@@ -68,10 +69,14 @@ def build_views(work: Path, data_dir: Path, sizes: tuple[int, ...], progress: bo
         views = 1 + (fcfg.train_views if split == "train" else 0)
         crops: dict[int, list[np.ndarray]] = {s: [] for s in all_sizes}
         y, row_ids, view_ids = [], [], []
-        for ridx, row in tqdm(list(rows.iterrows()), desc=f"micro crops {split}", disable=not progress, unit="img"):
+        for ridx, row in tqdm(
+            list(rows.iterrows()), desc=f"micro crops {split}", disable=not progress, unit="img"
+        ):
             rgb = read_image_file(str(Path(data_dir) / row.rel))
             box = row_box(row)
-            raw = [crop_face(rgb, box, margin)] + [augment(rgb, box, margin, rng, fcfg) for _ in range(1, views)]
+            raw = [crop_face(rgb, box, margin)] + [
+                augment(rgb, box, margin, rng, fcfg) for _ in range(1, views)
+            ]
             for crop in raw:
                 for s in all_sizes:
                     crops[s].append(resize_crop(crop, (s, s)))
@@ -85,23 +90,34 @@ def build_views(work: Path, data_dir: Path, sizes: tuple[int, ...], progress: bo
         np.savez(tmp, y=y_arr, row=row_arr, view=view_arr, **arrays)
         tmp.replace(views_path(work, split))
         counts[split] = len(y_arr)
-    meta = {"sizes": list(all_sizes), "labels": labels, "counts": counts, "crop_margin": margin,
-            "feature_config": fcfg.__dict__}
+    meta = {
+        "sizes": list(all_sizes),
+        "labels": labels,
+        "counts": counts,
+        "crop_margin": margin,
+        "feature_config": fcfg.__dict__,
+    }
     (out_dir / "views.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
     return meta
 
 
-def _check_alignment(work: Path, split: str, main_crops: np.ndarray, y: np.ndarray, rows: np.ndarray,
-                     views: np.ndarray) -> None:
+def _check_alignment(
+    work: Path, split: str, main_crops: np.ndarray, y: np.ndarray, rows: np.ndarray, views: np.ndarray
+) -> None:
     with np.load(work / "features" / f"crops_{split}.npz") as z:
         cached, cached_rows = z["crops"], z["row"]
     clean = views == 0
     if not (np.array_equal(rows[clean], cached_rows) and np.array_equal(main_crops[clean], cached)):
-        raise ValueError(f"{split}: replayed crops differ from <work>/features/crops_{split}.npz; "
-                         "re-run `python -m training features` and then the micro build")
+        raise ValueError(
+            f"{split}: replayed crops differ from <work>/features/crops_{split}.npz; "
+            "re-run `python -m training features` and then the micro build"
+        )
     feats = load_split(work / "features", split)
-    if not (np.array_equal(feats["row"], rows) and np.array_equal(feats["view"], views)
-            and np.array_equal(feats["y"], y)):
+    if not (
+        np.array_equal(feats["row"], rows)
+        and np.array_equal(feats["view"], views)
+        and np.array_equal(feats["y"], y)
+    ):
         raise ValueError(f"{split}: view order differs from <work>/features/{split}.npz")
 
 
@@ -112,7 +128,9 @@ def load_views(work: Path, split: str, size: int) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         key = f"crops_{size}"
         if key not in z.files:
-            raise FileNotFoundError(f"{path} has no {size} px crops (has {[k for k in z.files if 'crops' in k]})")
+            raise FileNotFoundError(
+                f"{path} has no {size} px crops (has {[k for k in z.files if 'crops' in k]})"
+            )
         return {"crops": z[key], "y": z["y"], "row": z["row"], "view": z["view"]}
 
 
@@ -154,9 +172,12 @@ def check_teacher(work: Path, weights: str, logits: np.ndarray, n: int = 48, see
     idx = np.sort(rng.choice(len(views["y"]), size=min(n, len(views["y"])), replace=False))
     probs = np.asarray(model.predict(normalize(views["crops"][idx], input_spec(size)), verbose=0))
     cached = softmax(logits[idx])
-    return {"views_checked": int(len(idx)), "augmented_views_checked": int((views["view"][idx] > 0).sum()),
-            "max_abs_prob_diff": float(np.abs(probs - cached).max()),
-            "label_agreement": float((probs.argmax(1) == cached.argmax(1)).mean())}
+    return {
+        "views_checked": int(len(idx)),
+        "augmented_views_checked": int((views["view"][idx] > 0).sum()),
+        "max_abs_prob_diff": float(np.abs(probs - cached).max()),
+        "label_agreement": float((probs.argmax(1) == cached.argmax(1)).mean()),
+    }
 
 
 def build_teacher(work: Path, weights: str) -> dict:
