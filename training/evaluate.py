@@ -67,6 +67,7 @@ def measure_latency(paths: dict[str, Path], size: tuple[int, int], runs: int = 4
                 clf.predict(x)
                 times[p].append((time.perf_counter() - t0) * 1e3)
     load = {
+        "cpu": _cpu_summary(),
         "loadavg_1min_before": round(load_before, 2),
         "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
@@ -84,6 +85,36 @@ def measure_latency(paths: dict[str, Path], size: tuple[int, int], runs: int = 4
         }
         for p, t in times.items()
     }
+
+
+def _cpu_summary() -> str:
+    """CPU model and the SIMD features that decide int8 speed (XNNPACK's fast int8 kernels need VNNI)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
+    )
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{model} ({', '.join(simd) or 'no AVX2'})"
+
+
+def stage_latency(models_dir: Path) -> ModelCard:
+    """Re-measure only the latency (e.g. on a quiet machine) and update the card in place."""
+    card = load_card(models_dir)
+    latency = measure_latency(
+        {p: models_dir / card.models[p].file for p in PRECISIONS}, tuple(card.input.size)
+    )
+    for p in PRECISIONS:
+        card.models[p].latency_ms = latency[p]  # type: ignore[attr-defined]
+    extra = card.model_extra if card.model_extra is not None else {}
+    ev = extra.setdefault("evaluation", {})
+    ev["int8_speedup_vs_float32"] = latency["float32"]["median_ms"] / latency["int8"]["median_ms"]
+    ev["int8_speedup_vs_float32_p10"] = latency["float32"]["p10_ms"] / latency["int8"]["p10_ms"]
+    save_card(card, models_dir)
+    return card
 
 
 def write_evalset(

@@ -109,30 +109,30 @@ def representative_batch(
     return normalize(crops[idx], input_spec(int(meta["config"]["input_size"])))
 
 
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def library_versions() -> dict:
-    import ai_edge_litert
     import cv2
     import keras
     import sklearn
     import tensorflow as tf
 
-    import masklite
-
-    try:
-        from importlib.metadata import version
-
-        litert = version("ai-edge-litert")
-    except Exception:  # noqa: BLE001
-        litert = getattr(ai_edge_litert, "__version__", "unknown")
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "ai_edge_litert": litert,
+        "ai_edge_litert": _package_version("ai-edge-litert"),
         "opencv": cv2.__version__,
         "numpy": np.__version__,
         "scikit_learn": sklearn.__version__,
-        "masklite": masklite.__version__,
+        "masklite": _package_version("masklite"),
     }
 
 

@@ -62,6 +62,24 @@ def _predict(clf: Classifier, x: np.ndarray, desc: str) -> np.ndarray:
     return np.concatenate([clf.predict(x[i : i + 32]) for i in tqdm(range(0, len(x), 32), desc=desc)])
 
 
+def run_vector_model(model: bytes, x: np.ndarray) -> np.ndarray:
+    """Run a (1, D) -> (1, C) TFLite model row by row on LiteRT, with the same int8 (de)quantisation
+    at the edges as masklite.classifier.Classifier (which is built for image inputs)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from masklite.classifier import _dequantize, _quantize
+
+    interpreter = Interpreter(model_content=model, num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    res = np.empty((len(x), int(out["shape"][-1])), np.float32)
+    for i, row in enumerate(x):
+        interpreter.set_tensor(inp["index"], _quantize(row[None].astype(np.float32), inp))
+        interpreter.invoke()
+        res[i] = _dequantize(interpreter.get_tensor(out["index"])[0], out)
+    return res
+
+
 def run_config(cfg: HeadConfig, feats: dict, q: dict) -> dict:
     from training.export import head_to_tflite_int8
     from training.head import train_head
@@ -70,8 +88,7 @@ def run_config(cfg: HeadConfig, feats: dict, q: dict) -> dict:
     head, history = train_head(feats["x_train"], feats["y_train"], feats["x_val"], feats["y_val"], 2, cfg)
     train_s = time.perf_counter() - t0
     p32 = np.asarray(head.predict(feats["x_test"], verbose=0, batch_size=256))
-    clf = Classifier(head_to_tflite_int8(head, q["rep"]))
-    p8 = clf.predict(q["test"])
+    p8 = run_vector_model(head_to_tflite_int8(head, q["rep"]), q["test"])
     y = feats["y_test"]
     return {
         "depth": cfg.depth,
