@@ -153,6 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         grids=tuple(args.grids.split(",")),
         faults_max_images=args.faults_max_images,
         original_max_images={"float32": args.float32_max_images},
+        cached_only=args.cached_only,
     )
     print(f"wrote {path}")
     return 0
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="images for the float32 original grid (default: all)",
+    )
+    report.add_argument(
+        "--cached-only", action="store_true", help="only grids already computed (no new runs)"
     )
     report.add_argument(
         "--grids", default="original,faults", help="original (multiply/add) and/or faults (noise/bit flips)"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from masklite.paths import REPO_ROOT
-from masklite.robustness import ORIGINAL_SCALARS, GridResult, GridSpec, write_outputs
+from masklite.robustness import ORIGINAL_SCALARS, GridResult, GridSpec, RobustnessError, write_outputs
 
 TARGET_S = 600.0
 
@@ -35,6 +35,7 @@ def build_report(
     faults_max_images: int | None = 200,
     grids: tuple[str, ...] = ("original", "faults"),
     original_max_images: dict[str, int | None] | None = None,
+    cached_only: bool = False,
 ) -> Path:
     """Runs every grid (or reuses one cached in `cache_dir` for the same model bytes and spec), then
     writes the PNGs/CSVs and the markdown. The original grids run first: they carry the time target."""
@@ -65,6 +66,9 @@ def build_report(
             if cached.is_file():
                 result = GridResult(**json.loads(cached.read_text()))
                 print(f"{precision} {name}: reusing {cached}")
+            elif cached_only:
+                print(f"{precision} {name}: not cached, left out (--cached-only)")
+                continue
             else:
                 result = run_one(
                     spec, models_dir, evalset_path, workers, threads, nice, f"{precision} {name}"
@@ -75,6 +79,9 @@ def build_report(
             write_outputs(result, out, title=f"{precision} ({name} grid)")
             (out / "grid.json").unlink(missing_ok=True)  # the CSVs hold the same cells; keep the repo lean
             runs[precision][name] = result
+    runs = {p: r for p, r in runs.items() if "original" in r}
+    if not runs:
+        raise RobustnessError("no original grid ran or was cached: nothing to report")
     summary = _summary(runs, workers, threads, load_before)
     (reports_dir / "robustness" / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     path = reports_dir / "robustness.md"

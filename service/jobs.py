@@ -21,6 +21,7 @@ failed "interrupted by restart". Job ids are server-made UUIDs; no client string
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -51,6 +52,7 @@ ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.(png|csv|json|txt
 INTERRUPTED = "interrupted by restart: the server stopped while this job was {state}"
 PARTIAL_EVERY_S = 1.0  # a worker sends its partial result at most this often; fractions always
 PERSIST_EVERY_S = 2.0  # job.json is rewritten at most this often while a job runs
+FOREIGN_OWNER = "another server process owns this jobs folder (jobs need MASKLITE_WORKERS=1)"
 EXIT_GRACE_S = 30.0  # a worker that lingers this long after its result is killed
 
 
@@ -180,6 +182,9 @@ class JobManager:
         self._stopping = False
         self._last_persist: dict[str, float] = {}
         self._exiting: list[tuple[Any, float]] = []
+        self._owner = False
+        self._foreign_owner = False
+        self._owner_fd: int | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._thread: threading.Thread | None = None
 
@@ -206,12 +211,17 @@ class JobManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._owner_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._owner_fd)  # releases the lock
+            self._owner_fd = None
 
     def _load(self) -> None:
         """Read earlier jobs; the ones that never finished are failed: their worker died with the server."""
         try:
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
             self._check_writable()
+            self._take_ownership()
         except OSError as exc:
             self.storage_error = f"{type(exc).__name__}: {exc.strerror or exc}"
             log.error("jobs directory %s is not usable (%s): job submission is disabled", self.jobs_dir, exc)
@@ -226,13 +236,28 @@ class JobManager:
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("skipping unreadable job record %s: %s", path, exc)
                 continue
-            if job.state in ACTIVE:
+            if job.state in ACTIVE and self._owner:
                 job.error = INTERRUPTED.format(state=job.state)
                 job.state, job.finished = FAILED, job.finished or time.time()
                 self._persist(job, force=True)
             self._jobs[job.id] = job
         if self._jobs:
             log.info("jobs: %d earlier job(s) listed from %s", len(self._jobs), self.jobs_dir)
+
+    def _take_ownership(self) -> None:
+        """One server process per jobs folder: with several uvicorn workers only the first runs jobs (the
+        others answer 503 on submission) and nobody marks a sibling's running jobs as interrupted."""
+        fd = os.open(self.jobs_dir / ".owner.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self._foreign_owner = True
+            self.storage_error = FOREIGN_OWNER
+            log.error("jobs: %s: %s", self.jobs_dir, FOREIGN_OWNER)
+            return
+        self._owner_fd = fd  # held (and the lock with it) until this process exits
+        self._owner = True
 
     def _check_writable(self) -> None:
         probe = self.jobs_dir / f".probe-{os.getpid()}"
@@ -249,6 +274,8 @@ class JobManager:
         with self._lock:
             if self._stopping:
                 raise StorageUnavailable("the server is shutting down")
+            if self._foreign_owner:
+                raise StorageUnavailable(FOREIGN_OWNER)
             if len(self._queue) >= self.queue_size and len(self._running) >= self.max_running:
                 raise QueueFull(
                     f"{len(self._running)} job(s) running and {len(self._queue)} queued (the limit); "
@@ -263,6 +290,10 @@ class JobManager:
             )
             try:
                 self.jobs_dir.mkdir(parents=True, exist_ok=True)
+                if not self._owner:  # the folder was unusable at start and may be fixed now
+                    self._take_ownership()
+                    if self._foreign_owner:
+                        raise StorageUnavailable(FOREIGN_OWNER)
                 (self.jobs_dir / job.id).mkdir()
                 self._write(job)
             except OSError as exc:
