@@ -169,7 +169,7 @@ def write_report(
             lines.append(
                 f"| `{r.config['name']}` | {n['size']}×{n['size']} | {n['last_channels']} | "
                 f"{'yes' if r.config['distill'] else 'no'} | – | not trained | {r.file_bytes / 1024:.1f} | "
-                f"{r.arena['arena_bytes'] / 1024:.1f} | {r.macs['total'] / 1e6:.2f} | {r.skipped} | | | no |"
+                f"– | {r.macs['total'] / 1e6:.2f} | {r.skipped} | | | no |"
             )
             continue
         star = " **(shipped)**" if r.config["name"] == chosen.config["name"] else ""
@@ -197,7 +197,8 @@ def write_report(
         "activation in the arena, its last 1×1 conv is fixed "
         "at 1280 channels (≈35 % of the weights), and its "
         "BatchNorm momentum 0.999 needs more steps than a few-minute CPU run gives. The same network with "
-        "'same' padding and momentum 0.9 is the `last1280` run above.",
+        "'same' padding and momentum 0.9 is the `last1280` row above (size measured on an untrained "
+        "export; over the flash budget, so not trained).",
         "* **grayscale**: saves only the stem conv's input channels (well under 1 % of the MACs) and the "
         "input buffer, would need a colour conversion added to the card's preprocessing, and throws away the "
         "colour of the mask.",

@@ -92,16 +92,21 @@ d = interp.get_input_details(0)
 interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
 interp.invoke()
 out = np.array(interp.get_output(0))
-expected = np.load(sys.argv[3]) if len(sys.argv) > 3 else None
-sys.exit(0 if expected is None or np.array_equal(out, expected) else 3)
+if sys.argv[3] == "save":
+    np.save(sys.argv[4], out)
+    sys.exit(0)
+sys.exit(0 if sys.argv[3] == "none" or np.array_equal(out, np.load(sys.argv[4])) else 3)
 """
 
 
-def arena_works(model_path: Path, arena_size: int, expected: Path | None = None) -> bool:
-    """Does TFLM allocate and run the model with this arena? (fresh process: a failure may segfault)"""
+def arena_works(model_path: Path, arena_size: int, expected: Path | None = None, save: bool = False) -> bool:
+    """Does TFLM allocate and run the model with this arena (and give `expected`, when given)?
+    A fresh process: a failure may segfault. With save=True the output is written to `expected`."""
     cmd = [sys.executable, "-c", _PROBE, str(model_path), str(int(arena_size))]
     if expected is not None:
-        cmd.append(str(expected))
+        cmd += ["save" if save else "check", str(expected)]
+    else:
+        cmd += ["none", ""]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(cmd, capture_output=True, env=env, timeout=120).returncode == 0
 
@@ -110,15 +115,9 @@ def min_arena(model_path: Path, hi: int = ARENA_SEARCH_MAX, granularity: int = 1
     """Smallest arena (bytes, to `granularity`) with which the model runs and gives the same output as
     with a generous arena. Binary search on a monotone predicate; every probe is a fresh process."""
     model_path = Path(model_path)
-    model = model_path.read_bytes()
-    interp = tflm_interpreter(model, hi)
-    d = interp.get_input_details(0)
-    interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-    interp.invoke()
     with tempfile.TemporaryDirectory() as tmp:
         expected = Path(tmp) / "expected.npy"
-        np.save(expected, np.array(interp.get_output(0)))
-        if not arena_works(model_path, hi, expected):
+        if not arena_works(model_path, hi, expected, save=True):
             raise RuntimeError(f"{model_path.name} does not run in TFLM even with a {hi}-byte arena")
         lo, probes = 0, 0  # invariant: lo fails (0 always does), hi works
         t0 = time.perf_counter()
