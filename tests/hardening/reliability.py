@@ -158,7 +158,13 @@ def render(collector: Collector, profile: str, exit_code: int, elapsed: float, m
     for func, items in collector.params.items():
         if len(items) < 10:
             continue
-        out += ["", f"### `{func}`: {len(items)} cases", "", "| Case | Answer |", "|---|---|"]
+        out += [
+            "",
+            f"### `{func}`: {len(items)} cases",
+            "",
+            "| Case | Answer (status, error code) |",
+            "|---|---|",
+        ]
         out += [f"| {esc(name)} | {esc(detail)} |" for name, detail, _ in items]
     out += [
         "",
@@ -172,8 +178,12 @@ def render(collector: Collector, profile: str, exit_code: int, elapsed: float, m
         "* Memory is the server process's VmRSS / VmHWM from `/proc/<pid>/status`; job workers are separate",
         "  processes with their own limits.",
         "* Overload uses `service/bench/loadgen.py` (loopback only, bounded in clients, time and requests).",
-        "  Latency bounds are relative to the same server's single-request latency measured just before, so",
-        "  they hold on a loaded machine; absolute speed is in `benchmarks/`, not here.",
+        "  Accepted latency is bounded server-side (each request's access-log line, upload included) by",
+        "  what the admission limit allows: 2 x (MAX_INFLIGHT + THREADS) / accepted-per-second. The",
+        "  client-side latency is reported, not bounded: on 2 shared cores it is dominated by the load",
+        "  generator's own 200 coroutines, while a separate curl process shows `/health/live` answering",
+        "  in milliseconds throughout. Recovery compares single-request latency before and after. Absolute",
+        "  speed is in `benchmarks/`, not here.",
         "* The container's non-root user is checked by "
         "`tests/deploy/test_docker.py::test_container_runs_as_non_root_and_can_write_jobs` "
         "(`make reliability ARGS=--with-docker`, and in `make test`).",
