@@ -67,36 +67,59 @@ class EvalSet:
         """A deterministic, label-stratified subset of at most `max_images` images."""
         if max_images is None or max_images >= len(self):
             return self
-        rng = np.random.default_rng(seed)
-        keep: list[int] = []
-        share = max_images / len(self)
-        for label in range(len(self.label_names)):
-            idx = np.flatnonzero(self.labels == label)
-            take = max(1, int(round(len(idx) * share))) if len(idx) else 0
-            keep.extend(rng.choice(idx, size=min(take, len(idx)), replace=False).tolist())
-        keep = sorted(keep)[:max_images]
+        keep = stratified_pick(self.labels, len(self.label_names), max_images, seed)
         return EvalSet(
             self.images[keep],
             self.labels[keep],
             self.label_names,
             [self.names[i] for i in keep] if self.names else [],
-            f"{self.source} (subset {len(keep)}/{len(self)}, seed {seed})",
+            _subset_source(self.source, len(keep), len(self), seed),
         )
+
+
+def stratified_pick(labels: np.ndarray, n_labels: int, max_images: int, seed: int) -> list[int]:
+    """Sorted indices of a seeded, label-stratified sample of at most `max_images`."""
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    share = max_images / len(labels)
+    for label in range(n_labels):
+        idx = np.flatnonzero(labels == label)
+        take = max(1, int(round(len(idx) * share))) if len(idx) else 0
+        keep.extend(rng.choice(idx, size=min(take, len(idx)), replace=False).tolist())
+    return sorted(keep)[:max_images]
+
+
+def _subset_source(source: str, kept: int, total: int, seed: int) -> str:
+    return f"{source} (subset {kept}/{total}, seed {seed})"
 
 
 def default_evalset_path(models_dir: Path) -> Path:
     return models_dir / EVALSET_FILENAME
 
 
-def load_evalset_file(path: Path, card: ModelCard, limits: EvalSetLimits | None = None) -> EvalSet:
+def load_evalset_file(
+    path: Path,
+    card: ModelCard,
+    limits: EvalSetLimits | None = None,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> EvalSet:
     limits = limits or EvalSetLimits(max_zip_bytes=max(EvalSetLimits.max_zip_bytes, path.stat().st_size))
-    return load_evalset(path.read_bytes(), card, limits, source=path.name)
+    return load_evalset(path.read_bytes(), card, limits, source=path.name, max_images=max_images, seed=seed)
 
 
 def load_evalset(
-    data: bytes, card: ModelCard, limits: EvalSetLimits | None = None, source: str = "upload"
+    data: bytes,
+    card: ModelCard,
+    limits: EvalSetLimits | None = None,
+    source: str = "upload",
+    max_images: int | None = None,
+    seed: int = 0,
 ) -> EvalSet:
-    """Validate and decode a zip of labelled images, entirely in memory. Raises EvalSetError."""
+    """Validate and decode a zip of labelled images, entirely in memory. Raises EvalSetError.
+
+    With `max_images`, every member is still checked but only the same stratified sample that
+    `EvalSet.subset(max_images, seed)` would keep is decoded."""
     limits = limits or EvalSetLimits()
     if not data:
         raise EvalSetError("the evaluation set is empty (0 bytes)")
@@ -108,6 +131,11 @@ def load_evalset(
         raise EvalSetError(f"not a readable zip file: {exc}") from exc
     with archive:
         members = _checked_members(archive, card, limits)
+        total = len(members)
+        if max_images is not None and max_images < total:
+            member_labels = np.array([card.labels.index(label) for _, label in members])
+            members = [members[i] for i in stratified_pick(member_labels, len(card.labels), max_images, seed)]
+            source = _subset_source(source, len(members), total, seed)
         size = tuple(card.input.size)
         images = np.empty((len(members), size[0], size[1], 3), dtype=np.uint8)
         labels = np.empty(len(members), dtype=np.int64)

@@ -918,13 +918,12 @@ def evaluate_spec(
     card = load_card(models_dir)
     model, info = load_model_for(card, models_dir, spec.precision)
     if evalset_zip is not None:
-        evalset = load_evalset(evalset_zip, card, limits, source="upload")
+        evalset = load_evalset(evalset_zip, card, limits, "upload", spec.max_images, spec.seed)
     else:
         path = evalset_path or default_evalset_path(models_dir)
         if not path.is_file():
             raise RobustnessError(f"no evaluation set at {path}: build the models or upload a zip")
-        evalset = load_evalset_file(path, card)
-    evalset = evalset.subset(spec.max_images, seed=spec.seed)
+        evalset = load_evalset_file(path, card, max_images=spec.max_images, seed=spec.seed)
     return run_grid(model, evalset, card, spec, workers, threads, progress, info)
 
 

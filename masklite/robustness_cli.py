@@ -67,8 +67,8 @@ def run_one(
 ) -> GridResult:
     card = load_card(models_dir)
     model, info = load_model_for(card, models_dir, spec.precision)
-    evalset = load_evalset_file(evalset_path or default_evalset_path(models_dir), card)
-    evalset = evalset.subset(spec.max_images, seed=spec.seed)
+    path = evalset_path or default_evalset_path(models_dir)
+    evalset = load_evalset_file(path, card, max_images=spec.max_images, seed=spec.seed)
     bar = tqdm(total=1.0, desc=label or spec.precision, unit="grid", bar_format="{l_bar}{bar}| {postfix}")
 
     def progress(fraction: float, partial: dict | None) -> None:

@@ -278,6 +278,11 @@ def test_shipped_evalset_matches_the_card(models_dir: Path, card: ModelCard) -> 
         pytest.skip("no shipped evalset.zip")
     ev = load_evalset_file(path, card)
     assert len(ev) >= 100 and all(n > 0 for n in ev.counts().values())
+    # sampling before decoding keeps exactly the images that subsetting after decoding keeps
+    early = load_evalset_file(path, card, max_images=30, seed=3)
+    late = ev.subset(30, seed=3)
+    assert early.names == late.names and np.array_equal(early.images, late.images)
+    assert early.source == late.source and len(early) <= 30
 
 
 @pytest.mark.parametrize(
