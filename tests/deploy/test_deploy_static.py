@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, skip_or_fail
+
+from tests.conftest import REPO_ROOT, skip_or_fail
 
 BIN = Path(sys.executable).parent
 

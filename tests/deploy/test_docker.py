@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, SceneSample, free_port, iou, skip_or_fail
 
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
@@ -30,6 +29,7 @@ from masklite.faces import FaceDetector
 from masklite.image import decode_image
 from masklite.paths import YUNET_FILENAME
 from masklite.pipeline import predict_faces
+from tests.conftest import REPO_ROOT, SceneSample, free_port, iou, skip_or_fail
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerHandle
-from hardening_support import assert_envelope
 from PIL import Image
+
+from tests.conftest import ServerFactory, ServerHandle
+from tests.hardening.hardening_support import assert_envelope
 
 API_KEY = "access-key-7f3a"
 ORIGIN = "https://app.example"

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
-from conftest import SceneSample, ServerHandle, iou
-from hardening_support import (
+from PIL import Image
+
+from tests.conftest import SceneSample, ServerHandle, iou
+from tests.hardening.hardening_support import (
     assert_envelope,
     peak_rss_mb,
     png_bomb,
@@ -30,7 +32,6 @@ from hardening_support import (
     rss_mb,
     wait_healthy,
 )
-from PIL import Image
 
 # Bounds on the server process. Decoding the largest accepted image (4096^2) peaks at ~7 bytes/pixel on one
 # inference thread (~120 MB); the bombs must be refused before any of that is allocated.

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerFactory
-from hardening_support import assert_envelope, rss_mb
+
+from tests.conftest import ServerFactory
+from tests.hardening.hardening_support import assert_envelope, rss_mb
 
 API_KEY = "faults-key"
 SMALL_JOB = {"layers": [-1], "kinds": ["multiply"], "scalars": [1], "max_images": 4}

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerHandle
-from hardening_support import LONG, long_only, rss_mb, wait_healthy
+
+from tests.conftest import ServerFactory, ServerHandle
+from tests.hardening.hardening_support import LONG, long_only, rss_mb, wait_healthy
 
 EXCLUDED_CHECKS = "positive_data_acceptance,use_after_free"
 MAX_EXAMPLES = 100 if LONG else 6

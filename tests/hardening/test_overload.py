@@ -22,11 +22,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerHandle
-from hardening_support import long_only, rss_mb, wait_healthy
 
 from service.bench.images import load_scenes, make_target_image
 from service.bench.loadgen import LoadConfig, run_load_sync
+from tests.conftest import ServerFactory, ServerHandle
+from tests.hardening.hardening_support import long_only, rss_mb, wait_healthy
 
 CLIENTS = 200
 CLIENT_TIMEOUT_S = 30.0

@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerFactory, ServerHandle
 from PIL import Image
+
+from tests.conftest import ServerFactory, ServerHandle
 
 TINY_BODY = 2_000_000
 TINY_PIXELS = 2_000_000

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from conftest import ServerFactory
 from PIL import Image
+
+from tests.conftest import ServerFactory
 
 
 def jpeg() -> bytes:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import AnnotatedFace, SceneSample, iou
 from PIL import Image
+
+from tests.conftest import AnnotatedFace, SceneSample, iou
 
 IOU_MATCH = 0.3
 MIN_CROP_SIDE = 48

@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou, skip_or_fail
 from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
