@@ -152,7 +152,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.precisions.split(","),
         grids=tuple(args.grids.split(",")),
         faults_max_images=args.faults_max_images,
-        original_max_images={"float32": args.float32_max_images},
+        original_max_images={
+            "float32": args.float32_max_images,
+            **{
+                k: int(v)
+                for k, v in (item.split("=") for item in args.original_max_images.split(",") if item)
+            },
+        },
+        timing_from=args.timing_from,
         cached_only=args.cached_only,
     )
     print(f"wrote {path}")
@@ -187,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="images for the float32 original grid (default: all)",
+    )
+    report.add_argument(
+        "--original-max-images", default="", help="per precision, e.g. int8=200,float32=100 (default: all)"
+    )
+    report.add_argument(
+        "--timing-from",
+        type=Path,
+        default=None,
+        help="a cached full-grid JSON whose timing the report also shows",
     )
     report.add_argument(
         "--cached-only", action="store_true", help="only grids already computed (no new runs)"
