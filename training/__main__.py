@@ -56,7 +56,9 @@ def _prepare_cfg(args) -> PrepareConfig:
 
 
 def _feature_cfg(args) -> FeatureConfig:
-    return FeatureConfig(input_size=args.input_size, train_views=args.views, seed=args.seed)
+    return FeatureConfig(
+        input_size=args.input_size, train_views=args.views, seed=args.seed, engine=args.feature_engine
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--input-size", type=int, default=FeatureConfig.input_size)
     common.add_argument(
         "--views", type=int, default=FeatureConfig.train_views, help="augmented views per train image"
+    )
+    common.add_argument(
+        "--feature-engine",
+        choices=["keras", "litert"],
+        default=FeatureConfig.engine,
+        help="backbone runtime for the cached features (litert: ~3x faster, not bit-identical)",
     )
     common.add_argument(
         "--depth", type=int, default=HeadConfig.depth, help="dense layers incl. the output layer"

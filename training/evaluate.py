@@ -234,6 +234,10 @@ def framing_ablation(
         "whole image, no augmentation": (whole["X"], whole["y"]),
         "face crop, no augmentation": (train["X"][train["view"] == 0], train["y"][train["view"] == 0]),
         "face crop + augmentation (shipped)": (train["X"], train["y"]),
+        "face crop + augmentation + whole image": (
+            np.concatenate([train["X"], whole["X"]]),
+            np.concatenate([train["y"], whole["y"]]),
+        ),
     }
     rows = []
     for name, (x, y) in variants.items():
