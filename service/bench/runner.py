@@ -152,9 +152,15 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def face_batch(
-    card: ModelCard, detector: FaceDetector | None, image: BenchImage | None, n: int
+    card: ModelCard,
+    detector: FaceDetector | None,
+    image: BenchImage | None,
+    n: int,
+    precision: str | None = None,
 ) -> np.ndarray:
-    """n preprocessed face crops: real faces from the target image when possible, else noise."""
+    """n face crops preprocessed for one model (its own input spec): real faces from the target image
+    when possible, else noise."""
+    spec = card.input_for(precision)
     crops: list[np.ndarray] = []
     if image is not None:
         rgb = decode_image(image.data)
@@ -164,38 +170,39 @@ def face_batch(
         crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
     if not crops:
         rng = np.random.default_rng(0)
-        crops = [rng.integers(0, 256, (*card.input.size, 3), dtype=np.uint8)]
+        crops = [rng.integers(0, 256, (*spec.size, 3), dtype=np.uint8)]
     crops = [crops[i % len(crops)] for i in range(n)]
-    return preprocess(crops, card.input)
+    return preprocess(crops, spec)
 
 
 def bench_classifiers(
-    classifiers: dict[str, Classifier], batch: np.ndarray, runs: int, warmup: int
+    classifiers: dict[str, Classifier], batches: dict[str, np.ndarray], runs: int, warmup: int
 ) -> dict[str, dict[str, object]]:
     """Classifier latency per precision, the precisions interleaved call by call.
 
     Interleaving puts every precision under the same background load (a shared 2-core machine), so
     their ratio holds even when the absolute times drift.
     """
-    for classifier in classifiers.values():
+    for precision, classifier in classifiers.items():
         for _ in range(warmup):
-            classifier.predict(batch)
+            classifier.predict(batches[precision])
     samples: dict[str, list[float]] = {p: [] for p in classifiers}
     cpu: dict[str, list[float]] = {p: [] for p in classifiers}
     for _ in range(runs):
         for precision, classifier in classifiers.items():
             c0, t0 = time.process_time(), time.perf_counter()
-            classifier.predict(batch)
+            classifier.predict(batches[precision])
             samples[precision].append((time.perf_counter() - t0) * 1e3)
             cpu[precision].append((time.process_time() - c0) * 1e3)
     return {
         p: {
-            "batch": len(batch),
+            "batch": len(batches[p]),
+            "input_size": list(batches[p].shape[1:3]),
             "latency_ms": stats.summarize(v),
-            "per_face_ms": stats.summarize(np.asarray(v) / len(batch)),
+            "per_face_ms": stats.summarize(np.asarray(v) / len(batches[p])),
             # CPU time of the whole process (every interpreter thread): what the work costs, without the
             # time spent preempted by other processes; the CI ratio check reads this one
-            "cpu_per_face_ms": stats.summarize(np.asarray(cpu[p]) / len(batch)),
+            "cpu_per_face_ms": stats.summarize(np.asarray(cpu[p]) / len(batches[p])),
         }
         for p, v in samples.items()
     }
@@ -324,7 +331,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
     )
 
     rss_start = stats.rss_mb()
-    batches = {n: face_batch(card, detector, target, n) for n in config.batch_sizes}
+    batches = {
+        n: {p: face_batch(card, detector, target, n, p) for p in precisions} for n in config.batch_sizes
+    }
     result: dict[str, object] = {
         "schema": SCHEMA_VERSION,
         "kind": "masklite-benchmark",
@@ -360,6 +369,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "file": path.name,
             "bytes": path.stat().st_size,
             "sha256": card.models[precision].sha256,
+            "input_size": list(card.input_for(precision).size),
             "card_metrics": card.models[precision].metrics.get("test", {}),
             "threads": {},
         }
@@ -376,8 +386,10 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
                 "rss_model_mb": round((rss_loaded or 0) - (rss_before or 0), 1),
                 "classifier": {},
             }
-        for n, batch in batches.items():
-            for precision, row in bench_classifiers(classifiers, batch, config.runs, config.warmup).items():
+        for n, per_model in batches.items():
+            for precision, row in bench_classifiers(
+                classifiers, per_model, config.runs, config.warmup
+            ).items():
                 per_thread[precision]["classifier"][f"batch{n}"] = row  # type: ignore[index]
             steps.tick(f"threads={threads} classifier batch {n}", len(classifiers))
         if config.include_pipeline:

@@ -62,7 +62,10 @@ def stage_costs(models_dir: Path, sides: list[int], runs: int, detector_path: Pa
                 crops = [crop_face(rgb, f.box, card.crop_margin) for f in faces]
                 found = len(crops)
                 for p, clf in classifiers.items():
-                    c_ms, _ = _cpu(lambda clf=clf, crops=crops: clf.predict(preprocess(crops, card.input)))
+                    spec = card.input_for(p)
+                    c_ms, _ = _cpu(
+                        lambda clf=clf, crops=crops, spec=spec: clf.predict(preprocess(crops, spec))
+                    )
                     if i >= 3:
                         crops_rows[p].append(c_ms)
                 if i >= 3:
