@@ -85,3 +85,26 @@ def test_service_answers_with_model_micro(live_server: str, card: ModelCard, sce
     assert body["model"]["sha256"] == card.models["micro"].sha256
     assert body["faces"], "the detector found no face in a scene with annotated faces"
     assert {f["label"] for f in body["faces"]} <= set(card.labels)
+
+
+def test_micro_entry_survives_a_main_re_export(card: ModelCard, models_dir: Path, tmp_path: Path) -> None:
+    """The export stage rewrites the card; its hook keeps models.micro while the file is unchanged."""
+    import shutil
+
+    from masklite.card import save_card
+    from training.micro import carry_over_micro
+
+    shutil.copy(models_dir / "model_card.json", tmp_path / "model_card.json")
+    shutil.copy(models_dir / card.models["micro"].file, tmp_path / card.models["micro"].file)
+    fresh = card.model_copy(deep=True)
+    del fresh.models["micro"]  # what stage_export builds
+    carry_over_micro(tmp_path, fresh)
+    assert fresh.models["micro"].sha256 == card.models["micro"].sha256
+    save_card(fresh, tmp_path)
+    assert load_card(tmp_path).input_for("micro") == card.input_for("micro") != card.input
+
+    (tmp_path / card.models["micro"].file).write_bytes(b"changed")
+    again = card.model_copy(deep=True)
+    del again.models["micro"]
+    carry_over_micro(tmp_path, again)
+    assert "micro" not in again.models
