@@ -213,7 +213,8 @@ def _markdown(runs: dict[str, dict[str, GridResult]], summary: dict[str, Any]) -
         cpu_ok = "✅" if cpu <= TARGET_S else "❌"
         shape = f"{len(r['original'].layers)} x {len(r['original'].perturbations)}"
         lines.append(
-            f"| {precision} | {shape} | {t['cells']} | {t['seconds'] / 60:.1f} min {ok} | "
+            f"| {precision}, {r['original'].evalset['images']} images | {shape} | {t['cells']} "
+            f"| {t['seconds'] / 60:.1f} min {ok} | "
             f"{t['seconds_per_cell']:.2f} s | {cpu / 60:.1f} min {cpu_ok} ({t['cpu_seconds']:.0f} s CPU) |"
         )
     extra = summary.get("timing_run")
@@ -224,7 +225,8 @@ def _markdown(runs: dict[str, dict[str, GridResult]], summary: dict[str, Any]) -
         wall_ok = "✅" if t["seconds"] <= TARGET_S else "❌"
         cpu_ok = "✅" if cpu <= TARGET_S else "❌"
         lines.append(
-            f"| {extra['model'].get('precision')}, full set, build `{sha}` | {t['cells'] // 22} x 22 "
+            f"| {extra['model'].get('precision')}, {extra['evalset']['images']} images, build `{sha}` "
+            f"| {t['cells'] // 22} x 22 "
             f"| {t['cells']} | {t['seconds'] / 60:.1f} min {wall_ok} | {t['seconds_per_cell']:.2f} s "
             f"| {cpu / 60:.1f} min {cpu_ok} ({t['cpu_seconds']:.0f} s CPU) |"
         )
