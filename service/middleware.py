@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,10 +80,15 @@ class RequestContextMiddleware:
                     too_big = int(content_length) > limit
                 except ValueError:
                     too_big = False
+            repeated = _repeated_query_param(scope.get("query_string", b""))
             if too_big:
                 # refuse before reading a byte of the body
                 err = _too_large(limit)
                 await send_error(send_wrapper, err.status_code, err.code, err.message, rid, close=True)
+            elif repeated:
+                # every parameter is a single value; FastAPI would silently keep the last of several
+                msg = f"query parameter {repeated!r} given more than once"
+                await send_error(send_wrapper, 422, "validation_error", msg, rid)
             else:
                 await self.app(scope, receive_with_limit, send_wrapper)
         except ClientDisconnect:
@@ -106,6 +112,18 @@ class RequestContextMiddleware:
                 if log.isEnabledFor(level):
                     log.log(level, "%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1e3)
             request_id_var.reset(token)
+
+
+def _repeated_query_param(query: bytes) -> str | None:
+    """The first query parameter that appears more than once, if any."""
+    if not query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name[:64]
+        seen.add(name)
+    return None
 
 
 def _too_large(limit: int) -> ApiError:

@@ -408,6 +408,12 @@ CORPUS: list[Case] = [
     Case("fractional min_face_size", up(JPEG_SMALL, min_face_size="1.5"), 422, "validation_error"),
     Case("detect_faces=maybe", up(JPEG_SMALL, detect_faces="maybe"), 422, "validation_error"),
     Case("unknown query parameter is ignored", up(JPEG_SMALL, colour="blue"), 200, check=answered(96, 64)),
+    Case(
+        "repeated query parameter (model=int8&model=float32)",
+        lambda c: c.post("/v1/predict?model=int8&model=float32", files={"file": ("x.jpg", JPEG_SMALL)}),
+        422,
+        "validation_error",
+    ),
     Case("snapshot: unknown model", snap({"image": b64(JPEG_SMALL), "model": "fp64"}), 422, "unknown_model"),
     Case(
         "snapshot: min_face_size 10^9",

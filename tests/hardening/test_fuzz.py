@@ -202,8 +202,10 @@ def test_schema_fuzz_with_api_key(
             EXCLUDED_CHECKS,
             "--max-examples",
             str(MAX_EXAMPLES // 2),
+            # the key as a bearer token: the fuzzer's own (wrong, malformed) X-API-Key values must then
+            # be refused, since X-API-Key is checked first
             "-H",
-            f"X-API-Key: {API_KEY}",
+            f"Authorization: Bearer {API_KEY}",
         )
         cancel_all(handle.url, key)
         record_property("cases", data["test_cases"]["generated"])
