@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from masklite.card import load_card
+from masklite.paths import DEFAULT_MODELS_DIR
 from service.bench import ci
 
 SMALL = {
@@ -53,7 +55,8 @@ def test_benchmark_job_lifecycle_and_schema(client: httpx.Client, scene_samples:
 
     result = job["result"]
     assert result["kind"] == "masklite-benchmark"
-    assert set(result["models"]) == {"float32", "int8"}
+    shipped = set(load_card(DEFAULT_MODELS_DIR).models)  # every precision in the card (float32, int8, micro)
+    assert set(result["models"]) == shipped
     for entry in result["models"].values():
         t1 = entry["threads"]["1"]
         assert set(t1["classifier"]) == {"batch1", "batch2"}
@@ -66,7 +69,7 @@ def test_benchmark_job_lifecycle_and_schema(client: httpx.Client, scene_samples:
         assert entry["scenes"]["images"] == 2
         assert entry["bytes"] > 0
     http = result["http"]["models"]
-    assert set(http) == {"float32", "int8"}
+    assert set(http) == shipped
     for h in http.values():
         assert h["http_ms"]["n"] == 3
         assert h["ratio_p50"] > 0
