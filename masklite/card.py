@@ -73,6 +73,10 @@ class ModelCard(BaseModel):
         entry = self.models.get(precision) if precision is not None else None
         return entry.input if entry is not None and entry.input is not None else self.input
 
+    def for_precision(self, precision: str) -> ModelCard:
+        """This card as seen by one model: `input` is that model's own spec (micro has a smaller input)."""
+        return self.model_copy(update={"input": self.input_for(precision)})
+
     def input_for_model(self, file_name: str, input_size: tuple[int, int] | None = None) -> InputSpec:
         """The input spec for a loaded model, found by its file name, else by its input size (a model
         loaded from bytes has no name); the card default when nothing matches."""

@@ -915,7 +915,7 @@ def evaluate_spec(
     threads: int = 1,
     progress: Progress | None = None,
 ) -> GridResult:
-    card = load_card(models_dir)
+    card = load_card(models_dir).for_precision(spec.precision)
     model, info = load_model_for(card, models_dir, spec.precision)
     if evalset_zip is not None:
         evalset = load_evalset(evalset_zip, card, limits, "upload", spec.max_images, spec.seed)

@@ -65,7 +65,7 @@ def run_one(
     nice: int = 0,
     label: str = "",
 ) -> GridResult:
-    card = load_card(models_dir)
+    card = load_card(models_dir).for_precision(spec.precision)
     model, info = load_model_for(card, models_dir, spec.precision)
     path = evalset_path or default_evalset_path(models_dir)
     evalset = load_evalset_file(path, card, max_images=spec.max_images, seed=spec.seed)
