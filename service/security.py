@@ -36,29 +36,37 @@ async def predict_guard(request: Request) -> None:
         check_api_key(request)
 
 
-def supplied_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
+def supplied_keys(request: Request) -> list[str]:
+    """Every credential the request carries: X-API-Key (even empty) and the Authorization header (a bearer
+    token, or the raw value when it is not one, which can never match)."""
+    keys = []
+    if "x-api-key" in request.headers:
+        keys.append(request.headers["x-api-key"])
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        scheme, _, credentials = auth.partition(" ")
+        keys.append(
+            credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else "\0" + auth
+        )
+    return keys
 
 
 def check_api_key(request: Request) -> None:
+    """No credential: 401. Any credential that is not the key: 403, even beside a right one (a request
+    with a wrong credential is refused rather than guessed at)."""
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    supplied = supplied_key(request)
-    if not supplied:
+    supplied = supplied_keys(request)
+    if not supplied or supplied == [""]:
         raise ApiError(
             401,
             "unauthorized",
             "API key required: send X-API-Key or Authorization: Bearer",
             {"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
+    want = expected.get_secret_value().encode()
+    if not all(hmac.compare_digest(k.encode(), want) for k in supplied):
         raise ApiError(403, "forbidden", "invalid API key")
 
 

@@ -112,12 +112,17 @@ def test_api_key_required(
     assert r.headers["www-authenticate"] == "Bearer"
     for headers in ({"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": API_KEY + "x"}):
         assert_envelope(anon.request(method, path, headers=headers, **kw), 403, "forbidden")
-    assert anon.request(method, path, headers={"Authorization": "Basic " + API_KEY}, **kw).status_code == 401
+    assert anon.request(method, path, headers={"X-API-Key": ""}, **kw).status_code == 401
+    # a wrong or foreign credential is refused even beside the right one
+    wrong = ({"Authorization": "Basic " + API_KEY}, {"X-API-Key": API_KEY, "Authorization": "Bearer nope"},
+             {"X-API-Key": "", "Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+    for headers in wrong:
+        assert_envelope(anon.request(method, path, headers=headers, **kw), 403, "forbidden")
     for headers in ({"X-API-Key": API_KEY}, {"Authorization": f"Bearer {API_KEY}"}):
         ok = anon.request(method, path, headers=headers, **kw)
         assert ok.status_code not in (401, 403), ok.text
         assert ok.status_code in (200, 404, 422), ok.text  # 404: no such job, 422: the invalid body
-    record_property("cases", 7)
+    record_property("cases", 10)
     assert API_KEY not in keyed.logs()
 
 
