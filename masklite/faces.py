@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +87,29 @@ def crop_box(box: Box, margin: float, width: int, height: int) -> Box:
 def crop_face(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
     x, y, w, h = crop_box(box, margin, rgb.shape[1], rgb.shape[0])
     return rgb[y : y + h, x : x + w]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two [x, y, w, h] boxes."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(truth: Sequence[Box], found: Sequence[Box], threshold: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching by IoU, best pairs first: [(truth index, found index)]."""
+    scored = ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found))
+    pairs = sorted(scored, reverse=True)
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for score, i, j in pairs:
+        if score < threshold:
+            break
+        if i not in used_t and j not in used_f:
+            used_t.add(i)
+            used_f.add(j)
+            out.append((i, j))
+    return out

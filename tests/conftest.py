@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from masklite.faces import iou  # noqa: F401 - re-exported: the tests match boxes with it
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -113,15 +115,6 @@ def scene_samples(scenes_dir: Path) -> list[SceneSample]:
     if not samples:
         pytest.skip(f"no annotated images in {scenes_dir}")
     return samples
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two [x, y, w, h] boxes."""
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 # ---------------------------------------------------------------- servers

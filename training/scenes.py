@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masklite.faces import FaceDetector, crop_face
+from masklite.faces import FaceDetector, crop_face, match_boxes
 from masklite.image import read_image_file
 
 MATCH_IOU = 0.3
@@ -50,31 +50,11 @@ def load_scenes(scenes_dir: Path) -> list[Scene]:
     return scenes
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(
     annotated: list[tuple], detected: list[tuple], threshold: float = MATCH_IOU
 ) -> list[tuple[int, int]]:
     """Greedy one-to-one matching, best IoU first: [(annotation index, detection index)]."""
-    pairs = sorted(
-        ((iou(a, d), i, j) for i, a in enumerate(annotated) for j, d in enumerate(detected)), reverse=True
-    )
-    used_a, used_d, out = set(), set(), []
-    for v, i, j in pairs:
-        if v < threshold:
-            break
-        if i not in used_a and j not in used_d:
-            used_a.add(i)
-            used_d.add(j)
-            out.append((i, j))
-    return out
+    return match_boxes(annotated, detected, threshold)
 
 
 def annotated_crops(scenes: list[Scene], margin: float) -> tuple[list[np.ndarray], list[str]]:

@@ -18,7 +18,7 @@ import numpy as np
 import masklite.faces as faces_module
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector, crop_face
+from masklite.faces import FaceDetector, crop_face, match_boxes
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path
 from masklite.pipeline import predict_faces
@@ -64,38 +64,6 @@ class Steps:
             self.progress(min(self.done / self.total, 1.0), message)
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_faces(
-    truth_boxes: list[tuple[int, int, int, int]],
-    found_boxes: list[tuple[int, int, int, int]],
-    threshold: float,
-) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching by IoU (best pairs first): [(truth index, found index)]."""
-    pairs = sorted(
-        ((iou(t, f), i, j) for i, t in enumerate(truth_boxes) for j, f in enumerate(found_boxes)),
-        reverse=True,
-    )
-    used_t: set[int] = set()
-    used_f: set[int] = set()
-    out = []
-    for score, i, j in pairs:
-        if score < threshold:
-            break
-        if i not in used_t and j not in used_f:
-            used_t.add(i)
-            used_f.add(j)
-            out.append((i, j))
-    return out
-
-
 class SceneScore:
     """Face recall (IoU >= 0.3 with annotated boxes) and label accuracy on the faces that were found."""
 
@@ -112,7 +80,7 @@ class SceneScore:
             return
         self.images += 1
         self.detections += len(faces)
-        matches = match_faces([t.box for t in image.truth], [f.box for f in faces], IOU_MATCH)
+        matches = match_boxes([t.box for t in image.truth], [f.box for f in faces], IOU_MATCH)
         self.unmatched_detections += len(faces) - len(matches)
         for t in image.truth:
             self.truth[t.label] = self.truth.get(t.label, 0) + 1

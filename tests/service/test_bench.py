@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from masklite.faces import iou, match_boxes
 from service.bench.images import load_scenes, make_target_image
 from service.bench.report import format_result, save_chart
-from service.bench.runner import BenchConfig, iou, match_faces, run_benchmark
+from service.bench.runner import BenchConfig, run_benchmark
 from service.bench.targets import ci_ratio_failures, evaluate_targets, format_checks
 
 
@@ -90,7 +91,7 @@ def test_iou_and_matching() -> None:
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     # one detection cannot match two annotated faces
-    assert match_faces([(0, 0, 10, 10), (1, 1, 10, 10)], [(0, 0, 10, 10)], 0.3) == [(0, 0)]
+    assert match_boxes([(0, 0, 10, 10), (1, 1, 10, 10)], [(0, 0, 10, 10)], 0.3) == [(0, 0)]
 
 
 def test_target_image_is_640x480_with_faces(scenes_dir: Path) -> None:
