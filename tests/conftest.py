@@ -138,6 +138,14 @@ class ServerHandle:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def logs_with(self, *lines: str, timeout: float = 10.0) -> str:
+        """The log once it holds every one of `lines` (access lines land just after the response), or
+        whatever it holds at the timeout, for the caller's assertion to show."""
+        deadline = time.monotonic() + timeout
+        while not all(line in self.logs() for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.logs()
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -294,8 +294,12 @@ def test_request_ids_on_log_lines(anon: httpx.Client, keyed: ServerHandle) -> No
     anon.get("/v1/jobs", headers={"X-Request-ID": rid_401})
     files = {"file": ("x.jpg", jpeg())}
     anon.post("/v1/predict", params={"model": "nope"}, files=files, headers={"X-Request-ID": rid_422})
-    time.sleep(0.3)
-    logs = keyed.logs()
+    wanted = (
+        f"[{rid_ok}] POST /v1/predict 200",
+        f"[{rid_401}] GET /v1/jobs 401",
+        f"[{rid_422}] POST /v1/predict 422",
+    )
+    logs = keyed.logs_with(*wanted)
     assert f"[{rid_ok}] POST /v1/predict 200" in logs
     assert f"[{rid_401}] GET /v1/jobs 401" in logs
     assert f"[{rid_422}] POST /v1/predict 422" in logs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -349,12 +348,7 @@ def test_request_id_is_in_the_server_log(live_server_handle: ServerHandle) -> No
         assert r.status_code == 200
         c.get("/nope", headers={"X-Request-ID": "trace-me-404"})
     wanted = ("[trace-me-4711] POST /v1/predict 200", "[trace-me-404] GET /nope 404")
-    # The access line is written once the response has gone out, so it can land just after the client
-    # has its answer: give the log a moment.
-    deadline = time.monotonic() + 10
-    while not all(w in live_server_handle.logs() for w in wanted) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    logs = live_server_handle.logs()
+    logs = live_server_handle.logs_with(*wanted)
     for line in wanted:
         assert line in logs
 
