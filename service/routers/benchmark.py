@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from masklite.image import ImageError, decode_image
 from service.bench.job import MAX_UPLOADED_IMAGES, BenchmarkRequest, benchmark_job, loopback_url
 from service.errors import ApiError, error_responses
 from service.jobs import register_job_kind
-from service.routers.jobs import JobAccepted, submit_job
+from service.routers.jobs import JobAccepted, parse_json_params, submit_job
 from service.security import require_api_key
 
 register_job_kind("benchmark", benchmark_job)
@@ -137,23 +136,11 @@ async def _read_body(request: Request, max_bytes: int) -> tuple[dict[str, Any], 
     if media == "multipart/form-data":
         collector = _Parts(content_type, max_bytes)
         await collector.read(request)
-        return _parse_json(collector.params), collector.images
+        return parse_json_params(collector.params), collector.images
     body = await request.body()
     if media not in ("", "application/json") and body:
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
-    return _parse_json(body), []
-
-
-def _parse_json(data: bytes) -> dict[str, Any]:
-    if not data.strip():
-        return {}
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(422, "invalid_parameters", f"parameters are not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ApiError(422, "invalid_parameters", "parameters must be a JSON object")
-    return value
+    return parse_json_params(body), []
 
 
 class _Parts:

@@ -7,6 +7,7 @@ needs one `include_router` line. Other routers submit with `submit_job(request, 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -209,3 +210,16 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
         raise ApiError(409, "job_finished", f"job {job.id} already finished ({job.state}); nothing to cancel")
     job = await asyncio.to_thread(manager.cancel, job.id)
     return await get_job(request, job.id)
+
+
+def parse_json_params(data: bytes) -> dict[str, Any]:
+    """A job's parameters: an empty body is {}, anything but a JSON object is 422 (shared by job routers)."""
+    if not data.strip():
+        return {}
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(422, "invalid_parameters", f"parameters are not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_parameters", "parameters must be a JSON object")
+    return value

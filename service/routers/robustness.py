@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from masklite.evalset import EvalSetError, EvalSetLimits, default_evalset_path, 
 from masklite.robustness import MAX_CELLS, GridSpec, RobustnessError, TFLiteModel, run_job
 from service.errors import ApiError, error_responses
 from service.jobs import register_job_kind
-from service.routers.jobs import JobAccepted, submit_job
+from service.routers.jobs import JobAccepted, parse_json_params, submit_job
 from service.security import require_api_key
 
 register_job_kind("robustness", run_job)
@@ -175,23 +174,11 @@ async def _read_body(request: Request, max_zip_bytes: int) -> tuple[Any, bytes |
         upload = parts.get("evalset")
         if upload is not None and not upload:
             raise ApiError(422, "invalid_evalset", "evalset: the uploaded file is empty (0 bytes)")
-        return _parse_json(parts.get("params", b"")), upload
+        return parse_json_params(parts.get("params", b"")), upload
     body = await request.body()
     if media not in ("", "application/json") and body:
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
-    return _parse_json(body), None
-
-
-def _parse_json(data: bytes) -> Any:
-    if not data.strip():
-        return {}
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(422, "invalid_parameters", f"parameters are not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ApiError(422, "invalid_parameters", "parameters must be a JSON object")
-    return value
+    return parse_json_params(body), None
 
 
 class _MultipartCollector:
