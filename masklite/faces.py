@@ -16,10 +16,17 @@ DETECT_MAX_SIDE = 640
 CLOSEUP_PAD = 0.3
 
 
+# YuNet's five landmarks, in this order: right eye, left eye, nose tip, right and left mouth corner
+# (right/left as the person sees it, so the "right eye" is on the image's left).
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+Landmarks = tuple[tuple[float, float], ...]
+
+
 @dataclass(frozen=True)
 class Face:
     box: tuple[int, int, int, int]  # x, y, w, h in original-image pixels
     score: float
+    landmarks: Landmarks = ()  # five (x, y) points in original-image pixels, LANDMARK_NAMES order
 
 
 class FaceDetector:
@@ -59,7 +66,10 @@ class FaceDetector:
             x, y = x - px, y - py
             box = _clip_box(x, y, w, h, width, height)
             if box is not None:
-                faces.append(Face(box=box, score=float(row[-1])))
+                points = tuple(
+                    (float(row[4 + 2 * k]) / scale - px, float(row[5 + 2 * k]) / scale - py) for k in range(5)
+                )
+                faces.append(Face(box=box, score=float(row[-1]), landmarks=points))
         return faces
 
 
