@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,12 +26,38 @@ class InputSpec(BaseModel):
     offset: float = -1.0
 
 
+# The onnxruntime detector's file in models/: the upstream YuNet graph with a symbolic input height/width
+# (tools/convert_yunet.py), so it runs at each image's own aspect ratio. Same weights, same scores.
+YUNET_DYNAMIC_FILE = "face_detection_yunet_2023mar_dynamic.onnx"
+YUNET_DYNAMIC_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
+YUNET_DYNAMIC_PROVENANCE = (
+    "derived from the upstream YuNet face_detection_yunet_2023mar.onnx (opencv_zoo; sha256 8f2383e4…fa4) "
+    "by tools/convert_yunet.py dynamic (onnx 1.23): input dims 640x640 -> symbolic height x width, "
+    "recorded output/intermediate shapes dropped; weights and nodes unchanged; outputs checked equal to the "
+    "upstream file at 640x640"
+)
+
+
 class DetectorSpec(BaseModel):
+    # file/sha256: the upstream YuNet that training used (and the OpenCV runtime loads)
     name: str = "yunet"
     file: str = "face_detection_yunet_2023mar.onnx"
     sha256: str | None = None
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
+    # which runtime serves it; both decode the same way, so the thresholds above mean the same on both
+    runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"
+    runtime_file: str | None = YUNET_DYNAMIC_FILE
+    runtime_sha256: str | None = YUNET_DYNAMIC_SHA256
+    runtime_provenance: str | None = YUNET_DYNAMIC_PROVENANCE
+
+    # what training must carry over when it regenerates the card (it only measures the fields above them)
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "runtime",
+        "runtime_file",
+        "runtime_sha256",
+        "runtime_provenance",
+    )
 
 
 class ModelEntry(BaseModel):

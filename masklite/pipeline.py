@@ -38,17 +38,19 @@ def predict_faces(
     detect_faces: bool = True,
     min_face: int = 0,
     precision: str | None = None,
+    detect_size: int | None = None,
 ) -> Prediction:
     """Find faces (or take the whole image), crop with the card's margin, classify each crop.
 
     Preprocessing is the card's input spec for this model: `precision`'s entry when given, else the entry
     whose file the classifier was loaded from (the micro model has its own, smaller input size).
+    `detect_size`: the detector input's longer side (default: the detector's own `max_side`).
     """
     height, width = rgb.shape[:2]
     warnings: list[str] = []
     t0 = time.perf_counter()
     if detect_faces and detector is not None:
-        found = detector.detect(rgb, min_face=min_face)
+        found = detector.detect(rgb, min_face=min_face, max_side=detect_size)
         boxes = [f.box for f in found]
         scores: list[float | None] = [f.score for f in found]
         crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]

@@ -28,9 +28,9 @@ import numpy as np
 
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector
-from masklite.image import decode_image
-from masklite.paths import YUNET_SHA256, resolve_detector_path, sha256_file
+from masklite.faces import FaceDetector, make_detector, resolve_detector_file
+from masklite.infer import infer_bytes
+from masklite.paths import YUNET_SHA256, sha256_file
 from masklite.pipeline import Prediction, predict_faces
 from service import metrics
 from service.errors import ApiError
@@ -56,6 +56,7 @@ class DetectorState:
     available: bool = False
     error: str | None = None
     sha256_ok: bool | None = None
+    runtime: str = "opencv"
 
 
 @dataclass
@@ -188,10 +189,17 @@ class Runtime:
     def _load_detector(self) -> None:
         s = self.settings
         try:
-            path = resolve_detector_path(
-                s.detector_path, s.detector_download_dir if s.detector_download else None
+            spec = self.card.detector  # type: ignore[union-attr]
+            self.detector.runtime = s.detector_runtime or spec.runtime
+            path = resolve_detector_file(
+                spec,
+                self.detector.runtime,
+                s.models_dir,
+                s.detector_path,
+                s.detector_download_dir if s.detector_download else None,
             )
-            expected = self.card.detector.sha256 if self.card and self.card.detector.sha256 else YUNET_SHA256
+            twin = spec.runtime_file and path == s.models_dir / spec.runtime_file
+            expected = (spec.runtime_sha256 if twin else spec.sha256) or YUNET_SHA256
             self.detector.sha256_ok = sha256_file(path) == expected
             if not self.detector.sha256_ok:
                 log.warning("detector %s does not match the pinned sha256; using it anyway", path)
@@ -204,7 +212,8 @@ class Runtime:
 
     def _make_detector(self, path: Path) -> FaceDetector:
         spec = self.card.detector  # type: ignore[union-attr]
-        return FaceDetector(path, score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold)
+        side = self.settings.detect_max_side
+        return make_detector(self.detector.runtime, path, spec.score_threshold, spec.nms_threshold, side)
 
     def _thread_state(self) -> _ThreadState:
         state: _ThreadState | None = getattr(self._local, "state", None)
@@ -290,19 +299,25 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn, *args)
 
     def infer(
-        self, data: bytes, precision: str, detect_faces: bool, min_face: int, submitted: float
+        self,
+        data: bytes,
+        precision: str,
+        detect_faces: bool,
+        min_face: int,
+        submitted: float,
+        detect_size: int | None = None,
     ) -> InferenceResult:
-        """On an inference thread: decode (the only decoder: masklite.image) then masklite.pipeline."""
+        """On an inference thread: masklite.infer (reduced-size decode where it can, then the pipeline)."""
         t0 = time.perf_counter()
-        rgb = decode_image(data, max_pixels=self.settings.max_pixels)
-        t1 = time.perf_counter()
         state = self._thread_state()
-        pred = predict_faces(
-            rgb,
-            self.card,
+        res = infer_bytes(
+            data,
+            self.card,  # type: ignore[arg-type]
             state.classifiers[precision],
             state.detector,
             detect_faces,
-            min_face,  # type: ignore[arg-type]
+            min_face,
+            detect_size,
+            self.settings.max_pixels,
         )
-        return InferenceResult(rgb.shape[1], rgb.shape[0], pred, (t1 - t0) * 1e3, (t0 - submitted) * 1e3)
+        return InferenceResult(res.width, res.height, res.prediction, res.decode_ms, (t0 - submitted) * 1e3)

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     )
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with model_card.json and *.tflite")
     detector_path: Path | None = Field(None, description="YuNet .onnx file")
+    detector_runtime: Literal["onnxruntime", "opencv"] | None = Field(
+        None, description="what runs YuNet; unset: the model card's detector.runtime (onnxruntime)"
+    )
+    detect_max_side: int = Field(
+        640, ge=160, le=1280, description="detector input's longer side; requests may set detect_size"
+    )
     detector_download: bool = Field(False, description="download the pinned YuNet file when no path is set")
     detector_download_dir: Path = Field(
         Path.home() / ".cache" / "masklite", description="where a downloaded detector is kept"
