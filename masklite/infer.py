@@ -46,10 +46,13 @@ def infer_bytes(
     min_face: int = 0,
     detect_size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    reduce: bool = True,
 ) -> ImageResult:
-    """decode (reduced where the format allows) -> predict_faces -> boxes back in full-size pixels."""
+    """decode (reduced where the format allows, unless `reduce` is false) -> predict_faces -> boxes back in
+    full-size pixels."""
     t0 = time.perf_counter()
-    rgb, (width, height) = decode_image_reduced(data, max_pixels, draft_side(detector, detect_size))
+    min_side = draft_side(detector, detect_size) if reduce else None
+    rgb, (width, height) = decode_image_reduced(data, max_pixels, min_side)
     decode_ms = (time.perf_counter() - t0) * 1e3
     dh, dw = rgb.shape[:2]
     sx, sy = width / dw, height / dh

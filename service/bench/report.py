@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from service.bench.stats import conditions_line  # noqa: E402
+
 STAGES = ("decode", "detect", "classify")
 
 
@@ -91,6 +93,8 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
     def note(text: str) -> str:
         return "\n" + text.strip() + ("  " if md else "")
 
+    if "conditions" in result:  # first line: a noisy run must not be read as a quiet one
+        out.append(conditions_line(result["conditions"]) + ("  " if md else ""))
     m = result.get("machine", {})
     out.append(
         f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}; {' '.join(m.get('cpu_flags') or [])}), "
