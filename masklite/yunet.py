@@ -11,6 +11,7 @@ card's score/NMS thresholds, mean the same on both paths:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -122,6 +123,9 @@ class OnnxYuNet:
     """
 
     def __init__(self, model_path: Path | str, num_threads: int = 1):
+        # onnxruntime's Linux wheels carry a telemetry client that, unless this is set before the import,
+        # writes a session file into $TMPDIR at import time (a service writes nothing it was not asked to)
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort  # imported here: the OpenCV baseline must work without it
 
         opts = ort.SessionOptions()
