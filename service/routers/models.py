@@ -32,6 +32,8 @@ async def list_models(request: Request) -> ModelsResponse:
             error=rt.detector.error,
             score_threshold=card.detector.score_threshold,
             nms_threshold=card.detector.nms_threshold,
+            runtime=rt.detector.runtime if rt.detector.available else None,
+            max_side=rt.settings.detect_max_side,
         ),
         models=[
             ModelInfo(

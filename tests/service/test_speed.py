@@ -137,3 +137,9 @@ def test_detect_size_is_bounded_and_changes_what_is_found(
         assert n_small < n_default, "a 160 px detector input finds fewer of a crowd's faces"
         r = c.post("/v1/predict/snapshot", json={**snapshot, "detect_size": MIN_DETECT_SIZE})
         assert r.status_code == 200 and len(r.json()["faces"]) == n_small
+
+
+def test_models_route_names_the_detector_runtime(live_server: str) -> None:
+    det = httpx.get(f"{live_server}/v1/models", timeout=30).json()["detector"]
+    assert det["available"] is True
+    assert det["runtime"] == "onnxruntime" and det["max_side"] == 640
