@@ -32,7 +32,7 @@ RUN python requirements.py pyproject.toml > requirements.txt \
  && find "$sp" -name '*.so' -type f | while read -r so; do \
       if readelf -S "$so" | grep -c debug_info >/dev/null && ! readelf -d "$so" | grep -cE 'RPATH|RUNPATH' >/dev/null; then \
         strip --strip-unneeded "$so"; fi; done \
- && /opt/venv/bin/python -c "import uvloop, yaml._yaml, kiwisolver, matplotlib.pyplot, cv2, PIL.Image, onnxruntime"
+ && /opt/venv/bin/python -c "import uvloop, yaml._yaml, kiwisolver, matplotlib.pyplot, cv2, PIL.Image"
 # Pruned: pip/setuptools, test suites, LiteRT's GPU/NPU plugins (a CPU service loads none of them), and
 # debug symbols of self-contained extensions (uvloop: 13 MB -> 1 MB). Libraries auditwheel patched
 # (RPATH set by patchelf: numpy, Pillow, OpenCV) are left alone: strip breaks them. The runtime stage

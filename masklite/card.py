@@ -26,16 +26,33 @@ class InputSpec(BaseModel):
     offset: float = -1.0
 
 
-# The onnxruntime detector's file in models/: the upstream YuNet graph with a symbolic input height/width
-# (tools/convert_yunet.py), so it runs at each image's own aspect ratio. Same weights, same scores.
-YUNET_DYNAMIC_FILE = "face_detection_yunet_2023mar_dynamic.onnx"
-YUNET_DYNAMIC_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
-YUNET_DYNAMIC_PROVENANCE = (
-    "derived from the upstream YuNet face_detection_yunet_2023mar.onnx (opencv_zoo; sha256 8f2383e4…fa4) "
-    "by tools/convert_yunet.py dynamic (onnx 1.23): input dims 640x640 -> symbolic height x width, "
-    "recorded output/intermediate shapes dropped; weights and nodes unchanged; outputs checked equal to the "
-    "upstream file at 640x640"
-)
+class DerivedDetectorFile(BaseModel):
+    """A detector file made from the upstream YuNet for one runtime (tools/convert_yunet.py), in models/."""
+
+    file: str
+    sha256: str
+    provenance: str
+
+
+_UPSTREAM = "the upstream YuNet face_detection_yunet_2023mar.onnx (opencv_zoo; sha256 8f2383e4…fa4)"
+# Same weights, same scores; each runs at the image's own aspect ratio. Checked against the upstream file
+# and OpenCV's detector by tests/masklite/test_yunet.py.
+DERIVED_DETECTOR_FILES = {
+    "litert": DerivedDetectorFile(
+        file="face_detection_yunet_2023mar_dynamic_float32.tflite",
+        sha256="45cbc730d5e05a9f1a961791226bd1e0160c70f797240e13affdd6008b04b076",
+        provenance=f"derived from {_UPSTREAM} by tools/convert_yunet.py tflite (onnx 1.23, onnx2tf 1.28.8, "
+        "tensorflow 2.21): input height/width made symbolic, each head cut before its Transpose+Reshape "
+        "(outputs: the 12 conv maps, sigmoid kept on cls/obj), float32 TFLite; weights unchanged",
+    ),
+    "onnxruntime": DerivedDetectorFile(
+        file="face_detection_yunet_2023mar_dynamic.onnx",
+        sha256="ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0",
+        provenance=f"derived from {_UPSTREAM} by tools/convert_yunet.py dynamic (onnx 1.23): input dims "
+        "640x640 -> symbolic height x width, recorded shapes dropped; weights and nodes unchanged; outputs "
+        "checked equal to the upstream file at 640x640",
+    ),
+}
 
 
 class DetectorSpec(BaseModel):
@@ -45,19 +62,14 @@ class DetectorSpec(BaseModel):
     sha256: str | None = None
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
-    # which runtime serves it; both decode the same way, so the thresholds above mean the same on both
-    runtime: Literal["onnxruntime", "opencv"] = "onnxruntime"
-    runtime_file: str | None = YUNET_DYNAMIC_FILE
-    runtime_sha256: str | None = YUNET_DYNAMIC_SHA256
-    runtime_provenance: str | None = YUNET_DYNAMIC_PROVENANCE
+    # which runtime serves it; all decode the same way, so the thresholds above mean the same on each
+    runtime: Literal["litert", "onnxruntime", "opencv"] = "litert"
+    runtime_files: dict[str, DerivedDetectorFile] = Field(
+        default_factory=lambda: dict(DERIVED_DETECTOR_FILES)
+    )
 
     # what training must carry over when it regenerates the card (it only measures the fields above them)
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
-        "runtime",
-        "runtime_file",
-        "runtime_sha256",
-        "runtime_provenance",
-    )
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("runtime", "runtime_files")
 
 
 class ModelEntry(BaseModel):

@@ -105,15 +105,15 @@ class FaceDetector:
 
 
 class YuNetDetector(FaceDetector):
-    """The same YuNet network in onnxruntime, at the image's own aspect ratio (a graph with symbolic
-    H x W), with our numpy decoding and NMS (masklite.yunet, OpenCV's post-processing)."""
+    """The same YuNet network in LiteRT at the image's own aspect ratio (one .tflite for every input size),
+    with our numpy decoding and NMS (masklite.yunet: OpenCV's post-processing, so the same scores)."""
 
-    runtime = "onnxruntime"
+    runtime = "litert"
 
     def _load(self) -> None:
-        from masklite.yunet import OnnxYuNet  # onnxruntime is imported only when this runtime is used
+        from masklite.yunet import ENGINES  # onnxruntime is imported only when that runtime is used
 
-        self._net = OnnxYuNet(self.model_path, num_threads=1)
+        self._net = ENGINES[self.runtime](self.model_path, num_threads=1)
 
     def _rows(self, rgb: np.ndarray) -> np.ndarray | None:
         from masklite.yunet import postprocess
@@ -121,6 +121,12 @@ class YuNetDetector(FaceDetector):
         outputs, pad_w, pad_h = self._net(rgb)
         rows = postprocess(outputs, pad_w, pad_h, self.score_threshold, self.nms_threshold)
         return rows if len(rows) else None
+
+
+class OnnxYuNetDetector(YuNetDetector):
+    """YuNetDetector on onnxruntime (optional extra `onnx`), from the symbolic-size .onnx."""
+
+    runtime = "onnxruntime"
 
 
 def resolve_detector_file(
@@ -133,10 +139,12 @@ def resolve_detector_file(
     """The YuNet file a runtime loads.
 
     opencv: the upstream file (explicit path, $MASKLITE_DETECTOR_PATH, or the pinned download).
-    onnxruntime: the card's dynamic-size twin in models_dir, checked against its sha256. An explicit
-    file replaces it only when it is another graph: the upstream file itself (fixed 640x640) has the twin.
+    litert / onnxruntime: the card's file derived for that runtime, in models_dir, checked against its
+    sha256. An explicit file replaces it only when it is another graph: the upstream file itself (a fixed
+    640x640 ONNX graph) stands for its derived twins.
     """
-    if runtime == "opencv" or not spec.runtime_file:
+    derived = spec.runtime_files.get(runtime)
+    if runtime == "opencv" or derived is None:
         return resolve_detector_path(explicit, download_to)
     candidate = Path(explicit) if explicit else env_path(ENV_DETECTOR_PATH)
     if candidate is not None:
@@ -144,15 +152,19 @@ def resolve_detector_file(
             raise FileNotFoundError(f"face detector not found at {candidate}")
         if sha256_file(candidate) not in {YUNET_SHA256, spec.sha256}:
             return candidate
-    twin = models_dir / spec.runtime_file
+    twin = models_dir / derived.file
     if not twin.is_file():
         raise FileNotFoundError(f"face detector for {runtime} missing: {twin}")
-    if spec.runtime_sha256 and sha256_file(twin) != spec.runtime_sha256:
-        raise ChecksumError(f"{twin.name}: sha256 does not match the card's detector.runtime_sha256")
+    if sha256_file(twin) != derived.sha256:
+        raise ChecksumError(f"{twin.name}: sha256 does not match the card's detector.runtime_files")
     return twin
 
 
-DETECTOR_RUNTIMES: dict[str, type[FaceDetector]] = {"opencv": FaceDetector, "onnxruntime": YuNetDetector}
+DETECTOR_RUNTIMES: dict[str, type[FaceDetector]] = {
+    "opencv": FaceDetector,
+    "litert": YuNetDetector,
+    "onnxruntime": OnnxYuNetDetector,
+}
 
 
 def make_detector(

@@ -1,4 +1,5 @@
-"""YuNet's post-processing in numpy, and the network run by onnxruntime at each image's own aspect ratio.
+"""YuNet's post-processing in numpy, and the network run at each image's own aspect ratio by LiteRT (the
+service's runtime; a graph cut before the heads' fixed reshapes) or onnxruntime (optional).
 
 The decoding copies OpenCV's FaceDetectorYN (modules/objdetect/src/face_detect.cpp) so the scores, and the
 card's score/NMS thresholds, mean the same on both paths:
@@ -12,8 +13,10 @@ card's score/NMS thresholds, mean the same on both paths:
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +25,12 @@ DIVISOR = 32
 TOP_K = 5000  # FaceDetectorYN's default
 # one row per face, as cv2.FaceDetectorYN.detect returns them: x, y, w, h, 5 x (x, y) landmarks, score
 ROW_WIDTH = 15
+# the network's outputs, in the graph's order; channels per anchor: 1, 1, 4 (box), 10 (landmarks)
+HEAD_NAMES = tuple(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
+HEAD_CHANNELS = (1, 1, 1, 1, 1, 1, 4, 4, 4, 10, 10, 10)
+# LiteRT interpreters kept per detector, one per padded input size: re-planning one for a new size costs
+# about an inference, and a camera or an app sends the same few sizes again and again
+LITERT_SIZES_KEPT = 3
 
 
 def padded_size(width: int, height: int) -> tuple[int, int]:
@@ -40,7 +49,10 @@ def make_blob(rgb: np.ndarray, pad_width: int, pad_height: int) -> np.ndarray:
 def decode(
     outputs: Mapping[str, np.ndarray], pad_width: int, pad_height: int, score_threshold: float
 ) -> np.ndarray:
-    """YuNet's 12 output tensors -> (N, 15) float32 candidate rows (before NMS), in stride/row/col order."""
+    """YuNet's 12 output tensors -> (N, 15) float32 candidate rows (before NMS), in stride/row/col order.
+
+    Each output is (1, rows*cols, C) (the upstream graph) or (1, rows, cols, C) (the LiteRT maps): the same
+    numbers in the same order."""
     rows = []
     for stride in STRIDES:
         cols = pad_width // stride
@@ -150,3 +162,50 @@ class OnnxYuNet:
             raise ValueError(f"image {width}x{height} exceeds the graph's fixed input {pad_w}x{pad_h}")
         outs = self._session.run(self._names, {self._input: make_blob(rgb, pad_w, pad_h)})
         return dict(zip(self._names, outs, strict=True)), pad_w, pad_h
+
+
+class LiteRtYuNet:
+    """The YuNet graph in LiteRT (XNNPACK), any input size: the heads' conv maps are the outputs
+    (tools/convert_yunet.py tflite), so `resize_tensor_input` works. One interpreter per padded size, the
+    last LITERT_SIZES_KEPT kept. Not thread-safe: one instance per inference thread."""
+
+    def __init__(self, model_path: Path | str, num_threads: int = 1):
+        self._content = Path(model_path).read_bytes()
+        self._threads = num_threads
+        self._kept: OrderedDict[tuple[int, int], tuple[Any, int, list[int]]] = OrderedDict()
+        self._interpreter(DIVISOR, DIVISOR)  # fail at load time on a file that is not YuNet's maps
+
+    def _interpreter(self, pad_w: int, pad_h: int) -> tuple[Any, int, list[int]]:
+        key = (pad_w, pad_h)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
+        inp = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inp["index"], [1, pad_h, pad_w, 3])
+        interpreter.allocate_tensors()
+        outs = interpreter.get_output_details()
+        channels = tuple(int(o["shape"][-1]) for o in outs)
+        if channels != HEAD_CHANNELS:
+            raise ValueError(f"not YuNet's head maps: output channels {channels}, expected {HEAD_CHANNELS}")
+        entry = (interpreter, inp["index"], [o["index"] for o in outs])
+        self._kept[key] = entry
+        if len(self._kept) > LITERT_SIZES_KEPT:
+            self._kept.popitem(last=False)
+        return entry
+
+    def __call__(self, rgb: np.ndarray) -> tuple[dict[str, np.ndarray], int, int]:
+        height, width = rgb.shape[:2]
+        pad_w, pad_h = padded_size(width, height)
+        interpreter, index, outputs = self._interpreter(pad_w, pad_h)
+        x = np.zeros((1, pad_h, pad_w, 3), dtype=np.float32)  # NHWC, BGR, zero padding
+        x[0, :height, :width] = rgb[:, :, ::-1]
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return {n: interpreter.get_tensor(i) for n, i in zip(HEAD_NAMES, outputs, strict=True)}, pad_w, pad_h
+
+
+# runtime name -> the engine that runs the network (`masklite.faces` picks by the card's detector.runtime)
+ENGINES: dict[str, type] = {"litert": LiteRtYuNet, "onnxruntime": OnnxYuNet}

@@ -198,8 +198,9 @@ class Runtime:
                 s.detector_path,
                 s.detector_download_dir if s.detector_download else None,
             )
-            twin = spec.runtime_file and path == s.models_dir / spec.runtime_file
-            expected = (spec.runtime_sha256 if twin else spec.sha256) or YUNET_SHA256
+            derived = spec.runtime_files.get(self.detector.runtime)
+            twin = derived is not None and path == s.models_dir / derived.file
+            expected = (derived.sha256 if twin else spec.sha256) or YUNET_SHA256  # type: ignore[union-attr]
             self.detector.sha256_ok = sha256_file(path) == expected
             if not self.detector.sha256_ok:
                 log.warning("detector %s does not match the pinned sha256; using it anyway", path)

@@ -88,7 +88,7 @@ class DetectorInfo(BaseModel):
     error: str | None = None
     score_threshold: float
     nms_threshold: float
-    runtime: str | None = Field(None, description="what runs YuNet: onnxruntime or opencv")
+    runtime: str | None = Field(None, description="what runs YuNet: litert, onnxruntime or opencv")
     max_side: int | None = Field(None, description="default detector input side (MASKLITE_DETECT_MAX_SIDE)")
 
 

@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     )
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with model_card.json and *.tflite")
     detector_path: Path | None = Field(None, description="YuNet .onnx file")
-    detector_runtime: Literal["onnxruntime", "opencv"] | None = Field(
-        None, description="what runs YuNet; unset: the model card's detector.runtime (onnxruntime)"
+    detector_runtime: Literal["litert", "onnxruntime", "opencv"] | None = Field(
+        None, description="what runs YuNet; unset: the model card's detector.runtime (litert)"
     )
     detect_max_side: int = Field(
         640, ge=160, le=1280, description="detector input's longer side; requests may set detect_size"

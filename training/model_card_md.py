@@ -338,13 +338,12 @@ def _detector_lines(card: ModelCard) -> list[str]:
     d = card.detector
     lines = [
         f"* Face detector: YuNet `{d.file}` (sha256 `{d.sha256}`), score threshold {d.score_threshold}, "
-        f"NMS {d.nms_threshold}, served by **{d.runtime}**."
+        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.yunet`) are "
+        "OpenCV's, so the scores and thresholds mean the same on every runtime. Files derived from it:"
     ]
-    if d.runtime_file:
-        lines.append(
-            f"  onnxruntime loads `{d.runtime_file}` (sha256 `{d.runtime_sha256}`): {d.runtime_provenance}. "
-            "Its box decoding and NMS (`masklite.yunet`) are OpenCV's, so the scores and thresholds mean the same."
-        )
+    lines += [
+        f"  * {rt}: `{f.file}` (sha256 `{f.sha256}`): {f.provenance}." for rt, f in d.runtime_files.items()
+    ]
     return lines
 
 

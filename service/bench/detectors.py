@@ -1,16 +1,18 @@
-"""Old and new detector paths in one run: OpenCV's FaceDetectorYN against the card's runtime (onnxruntime).
+"""Old and new detector paths in one run: OpenCV's FaceDetectorYN against the card's runtime (LiteRT), and
+onnxruntime too when it is installed.
 
     python -m service.bench.detectors [--runs 50] [--json out.json]
 
 Same images, same classifier (int8), same card thresholds. Reports detector CPU ms on the 640x480 target
-(1 thread each, the two interleaved call by call, so both see the same background load) and their ratio,
-and on the scenes: each path's face recall, the share of OpenCV's faces the new path finds with box
-IoU >= 0.9, and the share of faces found by both that get the same label.
+(1 thread each, all interleaved call by call, so all see the same background load) and each one's speed-up
+over OpenCV, and on the scenes: each path's face recall, the share of OpenCV's faces the new path finds
+with box IoU >= 0.9, and the share of faces found by both that get the same label.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -95,9 +97,14 @@ def compare_detectors(
     cv2.setNumThreads(1)
     before = stats.snapshot()
     card = load_card(models_dir)
-    runtime = card.detector.runtime if card.detector.runtime != BASELINE else "onnxruntime"
+    runtime = card.detector.runtime if card.detector.runtime != BASELINE else "litert"
+    names = [BASELINE, runtime] + [
+        rt
+        for rt in card.detector.runtime_files
+        if rt != runtime and (rt != "onnxruntime" or importlib.util.find_spec("onnxruntime"))
+    ]
     detectors: dict[str, FaceDetector] = {}
-    for name in (BASELINE, runtime):
+    for name in names:
         det, problem = load_detector(card, detector_path, name, models_dir)
         if det is None:
             return {"error": f"{name} detector unavailable: {problem}"}
@@ -113,11 +120,21 @@ def compare_detectors(
     if target is not None:
         cpu = detect_cpu_ms(detectors, decode_image(target.data), runs)
         out["target"] = {"image": target.name, "detect_cpu_ms": cpu}
-        old, new = cpu[BASELINE].get("p50"), cpu[runtime].get("p50")
-        out["speedup"] = round(old / new, 3) if old and new else None
+        old = cpu[BASELINE].get("p50")
+        out["speedups"] = {
+            name: round(old / cpu[name]["p50"], 3) if old and cpu[name].get("p50") else None
+            for name in detectors
+            if name != BASELINE
+        }
+        out["speedup"] = out["speedups"][runtime]
     if scenes:
         classifier = Classifier(verify_model_file(card, models_dir, "int8"), num_threads=1)
-        out["compare"] = compare_on_scenes(scenes, card, classifier, detectors[BASELINE], detectors[runtime])
+        out["compares"] = {
+            name: compare_on_scenes(scenes, card, classifier, detectors[BASELINE], det)
+            for name, det in detectors.items()
+            if name != BASELINE
+        }
+        out["compare"] = out["compares"][runtime]
     out["conditions"] = stats.conditions(before, stats.snapshot())
     return out
 
@@ -132,12 +149,12 @@ def format_detectors(result: dict[str, Any]) -> str:
         lines.append(f"Detector CPU ms on {target['image']} (1 thread each, interleaved; p50 / p90):")
         for name, s in cpu.items():
             lines.append(f"  {name:<12} {s.get('p50', 0):7.2f} / {s.get('p90', 0):7.2f}")
-        lines.append(f"  speed-up {result['candidate']} over {result['baseline']}: {result.get('speedup')}x")
-    c = result.get("compare")
-    if c:
+        for name, speedup in (result.get("speedups") or {}).items():
+            lines.append(f"  speed-up {name} over {result['baseline']}: {speedup}x")
+    for name, c in (result.get("compares") or {}).items():
         lines.append(
-            f"Scenes ({c['images']} images, same int8 classifier and thresholds): recall "
-            f"{result['baseline']} {c['baseline_recall']} vs {result['candidate']} {c['candidate_recall']} "
+            f"Scenes, {name} ({c['images']} images, same int8 classifier and thresholds): recall "
+            f"{result['baseline']} {c['baseline_recall']} vs {name} {c['candidate_recall']} "
             f"(drop {c['recall_drop']}); box IoU>=0.9 for {c['iou90_share']} of {c['baseline_faces']} faces; "
             f"same label on {c['same_label_share']} of {c['faces_found_by_both']} faces found by both"
         )

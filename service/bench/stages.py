@@ -1,11 +1,12 @@
 """CPU cost per pipeline stage, for the "what dominates, what would close it" questions.
 
-    python -m service.bench.stages [--sides 320,480,640] [--runs 30] [--runtime onnxruntime|opencv]
+    python -m service.bench.stages [--sides 320,480,640] [--runs 30] [--runtime litert|onnxruntime|opencv]
 
-Runs the service's steps one by one with 1 LiteRT thread and 1 OpenCV/onnxruntime thread (one request on
-one core) and reports process CPU time per stage for each detector input size (the service's
-detect_size) and each model, plus the scenes face recall at that size. CPU time is not inflated by
-preemption, but a busy machine still slows caches and memory: the output says "noisy" when it was.
+Runs the service's steps one by one with 1 thread per network (classifier on LiteRT; detector on LiteRT,
+onnxruntime or OpenCV): one request on one core. Reports process CPU time per stage for each detector
+input size (the service's detect_size) and each model, plus the scenes face recall at that size. CPU
+time is not inflated by preemption, but a busy machine still slows caches and memory: the output says
+"noisy" when it was.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def classifier_p50(
 
 def evaluate_targets(result: dict[str, Any]) -> list[Check]:
     """Issue #3/#5/#14 targets. The deployed service runs 1-thread interpreters: threads=1 is the reference.
-    CPU ms are 1 LiteRT thread + 1 OpenCV/onnxruntime thread on the 640x480 target (4 faces)."""
+    CPU ms: 1 thread per network (LiteRT, or the detector's runtime) + 1 OpenCV thread, on the 640x480
+    target (4 faces)."""
     checks = []
     i8, f32 = (
         classifier_p50(result, "int8", key=CI_CLASSIFIER_KEY),

@@ -1,10 +1,11 @@
-"""The onnxruntime YuNet path (masklite.yunet + faces.YuNetDetector) against OpenCV's FaceDetectorYN.
-
-Real networks on real scenes: the shipped dynamic-size graph in onnxruntime, the upstream file in OpenCV.
+"""The new YuNet paths (masklite.yunet + faces.YuNetDetector on LiteRT, and on onnxruntime when it is
+installed) against OpenCV's FaceDetectorYN. Real networks on real scenes: the shipped derived files in
+LiteRT / onnxruntime, the upstream file in OpenCV.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -30,12 +31,32 @@ def card(models_dir: Path):
     return load_card(models_dir)
 
 
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
+RUNTIMES = [
+    "litert",
+    pytest.param(
+        "onnxruntime",
+        marks=pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed (optional extra `onnx`)"),
+    ),
+]
+
+
+def _new_detector(card, models_dir: Path, runtime: str) -> YuNetDetector:
+    path = resolve_detector_file(card.detector, runtime, models_dir)
+    det = make_detector(runtime, path, card.detector.score_threshold, card.detector.nms_threshold)
+    assert isinstance(det, YuNetDetector) and det.runtime == runtime
+    return det
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def new_detector(request, card, models_dir: Path) -> YuNetDetector:
+    return _new_detector(card, models_dir, request.param)
+
+
 @pytest.fixture(scope="module")
 def onnx_detector(card, models_dir: Path) -> YuNetDetector:
-    path = resolve_detector_file(card.detector, "onnxruntime", models_dir)
-    det = make_detector("onnxruntime", path, card.detector.score_threshold, card.detector.nms_threshold)
-    assert isinstance(det, YuNetDetector)
-    return det
+    """The service's default runtime (the card's: litert)."""
+    return _new_detector(card, models_dir, card.detector.runtime)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +65,7 @@ def opencv_detector(card, detector_path: Path) -> FaceDetector:
 
 
 def test_same_faces_as_opencv_on_the_scenes(
-    scene_samples: list[SceneSample], onnx_detector: YuNetDetector, opencv_detector: FaceDetector
+    scene_samples: list[SceneSample], new_detector: YuNetDetector, opencv_detector: FaceDetector
 ) -> None:
     """Boxes IoU >= 0.9 for >= 95 % of OpenCV's faces, same scores (same decoding), five landmarks each."""
     cv2.setNumThreads(1)
@@ -52,7 +73,7 @@ def test_same_faces_as_opencv_on_the_scenes(
     score_diffs: list[float] = []
     for s in scene_samples:
         rgb = decode_image(s.data)
-        old, new = opencv_detector.detect(rgb), onnx_detector.detect(rgb)
+        old, new = opencv_detector.detect(rgb), new_detector.detect(rgb)
         pairs = match_boxes([f.box for f in old], [f.box for f in new], 0.9)
         total += len(old)
         matched += len(pairs)
@@ -73,6 +94,23 @@ def test_detect_size_shrinks_never_enlarges(scene_samples: list[SceneSample], on
     assert [f.box for f in huge] == [f.box for f in full]
     small = onnx_detector.detect(rgb, max_side=160)
     assert len(small) < len(full)
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed (optional extra `onnx`)")
+def test_litert_maps_equal_onnxruntime_outputs_at_any_size(models_dir: Path, card) -> None:
+    """One .tflite for every input size: its maps equal the dynamic ONNX graph's outputs (resized per size,
+    interpreters kept per size)."""
+    from masklite.yunet import ENGINES
+
+    lite = ENGINES["litert"](models_dir / card.detector.runtime_files["litert"].file)
+    onnx = ENGINES["onnxruntime"](models_dir / card.detector.runtime_files["onnxruntime"].file)
+    rng = np.random.default_rng(0)
+    for h, w in [(480, 640), (640, 480), (352, 640), (96, 160), (864, 1280), (480, 640), (33, 31)]:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        (a, aw, ah), (b, bw, bh) = lite(rgb), onnx(rgb)
+        assert (aw, ah) == (bw, bh) == padded_size(w, h)
+        for name in a:
+            np.testing.assert_allclose(a[name].reshape(-1), b[name].reshape(-1), atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -178,16 +216,20 @@ def test_nms_of_nothing() -> None:
 
 
 def test_resolve_detector_file(card, models_dir: Path, detector_path: Path, tmp_path: Path) -> None:
-    twin = models_dir / card.detector.runtime_file
-    # the upstream file (fixed 640x640) stands for its dynamic twin in onnxruntime; OpenCV takes it as is
-    assert resolve_detector_file(card.detector, "onnxruntime", models_dir, detector_path) == twin
+    twin = models_dir / card.detector.runtime_files["litert"].file
+    # the upstream file (fixed 640x640) stands for its derived twins; OpenCV takes it as is
+    assert resolve_detector_file(card.detector, "litert", models_dir, detector_path) == twin
+    onnx_twin = models_dir / card.detector.runtime_files["onnxruntime"].file
+    assert resolve_detector_file(card.detector, "onnxruntime", models_dir, detector_path) == onnx_twin
     assert resolve_detector_file(card.detector, "opencv", models_dir, detector_path) == detector_path
     with pytest.raises(FileNotFoundError):
-        resolve_detector_file(card.detector, "onnxruntime", models_dir, tmp_path / "absent.onnx")
+        resolve_detector_file(card.detector, "litert", models_dir, tmp_path / "absent.onnx")
     # another graph given explicitly is used as it is
-    other = tmp_path / "other.onnx"
+    other = tmp_path / "other.tflite"
     other.write_bytes(b"not yunet")
-    assert resolve_detector_file(card.detector, "onnxruntime", models_dir, other) == other
+    assert resolve_detector_file(card.detector, "litert", models_dir, other) == other
+    with pytest.raises(ValueError):  # and refused at load: not YuNet's maps
+        make_detector("litert", other)
     # a twin that does not match the card is refused
     bad_dir = tmp_path / "models"
     bad_dir.mkdir()
@@ -195,6 +237,6 @@ def test_resolve_detector_file(card, models_dir: Path, detector_path: Path, tmp_
     with open(bad_dir / twin.name, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ChecksumError):
-        resolve_detector_file(card.detector, "onnxruntime", bad_dir)
+        resolve_detector_file(card.detector, "litert", bad_dir)
     with pytest.raises(ValueError, match="unknown detector runtime"):
         make_detector("tensorrt", twin)

@@ -103,7 +103,7 @@ def test_reduced_decode_keeps_boxes_and_labels_of_the_full_decode(
 def test_bench_sections_on_real_parts(models_dir: Path, scenes_dir: Path, detector_path: Path) -> None:
     """The two new `make bench` sections run and say what the issue asks (no timing is judged here)."""
     det = compare_detectors(models_dir, detector_path, runs=2, scenes_directory=scenes_dir, scene_limit=6)
-    assert det["baseline"] == "opencv" and det["candidate"] == "onnxruntime"
+    assert det["baseline"] == "opencv" and det["candidate"] == "litert"
     assert det["speedup"] is not None and "noisy" in det["conditions"]
     assert det["compare"]["iou90_share"] >= 0.95 and det["compare"]["same_label_share"] >= 0.99
     phone = phone_costs(models_dir, detector_path, runs=1, scenes_directory=scenes_dir, scene_limit=2)
@@ -142,4 +142,4 @@ def test_detect_size_is_bounded_and_changes_what_is_found(
 def test_models_route_names_the_detector_runtime(live_server: str) -> None:
     det = httpx.get(f"{live_server}/v1/models", timeout=30).json()["detector"]
     assert det["available"] is True
-    assert det["runtime"] == "onnxruntime" and det["max_side"] == 640
+    assert det["runtime"] == "litert" and det["max_side"] == 640
