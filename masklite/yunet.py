@@ -29,8 +29,9 @@ ROW_WIDTH = 15
 HEAD_NAMES = tuple(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
 HEAD_CHANNELS = (1, 1, 1, 1, 1, 1, 4, 4, 4, 10, 10, 10)
 # LiteRT interpreters kept per detector, one per padded input size: re-planning one for a new size costs
-# about an inference, and a camera or an app sends the same few sizes again and again
-LITERT_SIZES_KEPT = 3
+# about an inference, and a camera or an app sends the same size again and again (landscape + portrait:
+# 2). Each holds its own activations (~35 MB at 640x480), so few are kept.
+LITERT_SIZES_KEPT = 2
 
 
 def padded_size(width: int, height: int) -> tuple[int, int]:
