@@ -15,6 +15,8 @@ from masklite.paths import sha256_file
 
 CARD_FILENAME = "model_card.json"
 MASK_LABEL = "with_mask"
+# The answer for a face smaller than the card's `min_face_size`: too small to judge, not a guess.
+UNKNOWN_LABEL = "unknown"
 
 
 class InputSpec(BaseModel):
@@ -42,6 +44,8 @@ class ModelEntry(BaseModel):
     bytes: int
     precision: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # A face is "with_mask" when its mask probability is at least this (chosen on cross-source validation)
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     # Only for a model whose input differs from the card default (the micro model: smaller size).
     input: InputSpec | None = Field(default=None, exclude_if=lambda v: v is None)
 
@@ -54,6 +58,11 @@ class ModelCard(BaseModel):
     labels: list[str]
     input: InputSpec
     crop_margin: float = Field(ge=0.0, le=1.0, description="box grown by this fraction of its side, per side")
+    min_face_size: int = Field(
+        default=0,
+        ge=0,
+        description="faces whose box's shorter side (original px) is below this are 'unknown'",
+    )
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     models: dict[str, ModelEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
@@ -64,6 +73,17 @@ class ModelCard(BaseModel):
     @property
     def mask_index(self) -> int:
         return self.labels.index(MASK_LABEL)
+
+    def decide(self, mask_probability: float, box: tuple[int, int, int, int], precision: str | None) -> str:
+        """The label the service answers: `unknown` below the smallest judgeable face, else the mask label
+        when the probability reaches the model's threshold, else the other label."""
+        if min(box[2], box[3]) < self.min_face_size:
+            return UNKNOWN_LABEL
+        entry = self.models.get(precision) if precision is not None else None
+        threshold = entry.decision_threshold if entry is not None else 0.5
+        if mask_probability >= threshold:
+            return MASK_LABEL
+        return next(label for label in self.labels if label != MASK_LABEL)
 
     def model_path(self, models_dir: Path, precision: str) -> Path:
         return models_dir / self.models[precision].file

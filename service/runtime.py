@@ -304,5 +304,6 @@ class Runtime:
             state.detector,
             detect_faces,
             min_face,  # type: ignore[arg-type]
+            precision=precision,
         )
         return InferenceResult(rgb.shape[1], rgb.shape[0], pred, (t1 - t0) * 1e3, (t0 - submitted) * 1e3)

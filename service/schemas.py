@@ -25,8 +25,13 @@ class ImageSize(BaseModel):
 class Face(BaseModel):
     box: tuple[int, int, int, int] = Field(description="[x, y, w, h] in original-image pixels")
     detector_score: float | None = Field(description="YuNet score; null when the whole image was classified")
-    label: str
-    mask_probability: float = Field(ge=0.0, le=1.0)
+    label: str = Field(
+        description="a label from /v1/models, or 'unknown' for a face below the card's min_face_size"
+    )
+    mask_probability: float = Field(
+        ge=0.0, le=1.0, description="the model's probability, before any threshold"
+    )
+    too_small: bool = Field(False, description="true when the face is too small to judge (label 'unknown')")
 
 
 class Timings(BaseModel):
@@ -70,6 +75,7 @@ class ModelInfo(BaseModel):
     sha256: str
     loaded: bool
     error: str | None = None
+    decision_threshold: float = Field(0.5, description="a face is with_mask when mask_probability >= this")
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -87,6 +93,7 @@ class ModelsResponse(BaseModel):
     labels: list[str]
     input: InputInfo
     crop_margin: float
+    min_face_size: int = Field(0, description="faces whose shorter box side (px) is below this are 'unknown'")
     default_model: str
     detector: DetectorInfo
     models: list[ModelInfo]

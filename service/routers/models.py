@@ -25,6 +25,7 @@ async def list_models(request: Request) -> ModelsResponse:
         labels=card.labels,
         input=InputInfo(**card.input.model_dump()),
         crop_margin=card.crop_margin,
+        min_face_size=card.min_face_size,
         default_model=rt.default_precision(),
         detector=DetectorInfo(
             name=card.detector.name,
@@ -41,6 +42,7 @@ async def list_models(request: Request) -> ModelsResponse:
                 sha256=entry.sha256,
                 loaded=rt.models[precision].loaded if precision in rt.models else False,
                 error=rt.models[precision].error if precision in rt.models else None,
+                decision_threshold=entry.decision_threshold,
                 metrics=entry.metrics,
             )
             for precision, entry in card.models.items()

@@ -206,6 +206,7 @@ def _response(
                 detector_score=f.detector_score,
                 label=f.label,
                 mask_probability=min(1.0, max(0.0, f.mask_probability)),
+                too_small=f.too_small,
             )
             for f in pred.faces
         ],
