@@ -13,15 +13,17 @@ DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 
 # Official YuNet release (opencv_zoo); byte-identical to the file in ../shared/weights.
 YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
-YUNET_URL = (
-    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/" + YUNET_FILENAME
-)
+YUNET_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/" + YUNET_FILENAME
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 ENV_DATA_DIR = "MASKLITE_DATA_DIR"
 ENV_BACKBONE_WEIGHTS = "MASKLITE_BACKBONE_WEIGHTS"
 ENV_DETECTOR_PATH = "MASKLITE_DETECTOR_PATH"
 ENV_SCENES_DIR = "MASKLITE_SCENES_DIR"
+# one root for the cross-source sets (macwinwin-scenes, wider-val-sample, rmfd-…, scenes-sample)
+ENV_DATASETS_DIR = "MASKLITE_DATASETS_DIR"
+# AIZOOTech's face-mask detector (.tflite), the public peer in the model card's cross-source tables
+ENV_PEER_MODEL = "MASKLITE_PEER_MODEL"
 
 
 def sha256_file(path: Path) -> str:

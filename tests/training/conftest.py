@@ -11,6 +11,7 @@ from masklite.paths import (
     DEFAULT_MODELS_DIR,
     ENV_BACKBONE_WEIGHTS,
     ENV_DATA_DIR,
+    ENV_DATASETS_DIR,
     ENV_DETECTOR_PATH,
     ENV_SCENES_DIR,
 )
@@ -39,6 +40,12 @@ def detector_path() -> Path:
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     return _env_dir(ENV_BACKBONE_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """The root of the cross-source sets (macwinwin-scenes, wider-val-sample, rmfd-…, scenes-sample)."""
+    return _env_dir(ENV_DATASETS_DIR)
 
 
 @pytest.fixture(scope="session")
