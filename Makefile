@@ -18,8 +18,8 @@ serve-deps: | $(PY)  ## the serving dependencies only: pyproject's base list, no
 	  echo "installing the serving dependencies into $(VENV)/ (once)"; \
 	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 
-test-deps: | $(PY)  ## serving + test + training dependencies (extras dev, train)
-	@reqs="$$($(MISSING) --extra train --extra dev)"; if [ -n "$$reqs" ]; then \
+test-deps: | $(PY)  ## serving + test + training + chart dependencies (extras dev, train, charts)
+	@reqs="$$($(MISSING) --extra train --extra dev --extra charts)"; if [ -n "$$reqs" ]; then \
 	  echo "installing the test and training dependencies into $(VENV)/ (once)"; \
 	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 

@@ -92,8 +92,8 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
             r.line("warn", "threads", f"{threads}: more inference threads than CPUs (MASKLITE_THREADS)")
         else:
             r.line("ok", "threads", threads)
-        app, ms = r.step("app", lambda: _import_app(settings))
-        r.line("ok", "app", f"every router imports ({len(app.routes)} routes), {ms:.0f} ms")
+        _, ms = r.step("app", lambda: _import_app(settings))
+        r.line("ok", "app", f"every router imports, {ms:.0f} ms")
 
         data, _ = r.step("sample", image.read_bytes)
         rgb, ms = r.step("decode", lambda: decode_image(data))
