@@ -5,8 +5,10 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-# the declared dependencies (pyproject.toml) this venv lacks, or nothing
-MISSING  = $(PY) docker/requirements.py pyproject.toml --missing
+# install the declared dependencies (pyproject.toml, plus extras $(1)) that this venv lacks; $(2) says what
+install_missing = @reqs="$$($(PY) docker/requirements.py pyproject.toml --missing $(1))"; \
+	if [ -n "$$reqs" ]; then echo "installing $(2) into $(VENV)/ (once)"; \
+	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 
 .PHONY: setup serve serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
 
@@ -14,14 +16,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 serve-deps: | $(PY)  ## the serving dependencies only: pyproject's base list, no extras, no TensorFlow
-	@reqs="$$($(MISSING))"; if [ -n "$$reqs" ]; then \
-	  echo "installing the serving dependencies into $(VENV)/ (once)"; \
-	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
+	$(call install_missing,,the serving dependencies)
 
 test-deps: | $(PY)  ## serving + test + training + chart dependencies (extras dev, train, charts)
-	@reqs="$$($(MISSING) --extra train --extra dev --extra charts)"; if [ -n "$$reqs" ]; then \
-	  echo "installing the test and training dependencies into $(VENV)/ (once)"; \
-	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
+	$(call install_missing,--extra train --extra dev --extra charts,the test and training dependencies)
 
 setup: test-deps  ## everything (service, training, dev) in .venv/
 

@@ -95,6 +95,13 @@ def scenes_dir() -> Path:
     return path
 
 
+def flip_middle_byte(path: Path) -> None:
+    """Damage a file as a bad copy would: same size, one byte different (only the sha256 notices)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 @dataclass(frozen=True)
 class AnnotatedFace:
     label: str

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, SceneSample, free_port, skip_or_fail
+from tests.conftest import REPO_ROOT, SceneSample, ServerHandle, free_port, skip_or_fail
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -31,47 +31,29 @@ def _du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
 
 
-class MakeServe:
-    def __init__(self, clone: Path, env: dict[str, str], log: Path):
-        self.log = log
-        self.started = time.monotonic()
-        with open(log, "wb") as fh:
-            # own process group: make and its `python -m service` child are stopped together
-            self.proc = subprocess.Popen(
-                ["make", "serve"],
-                cwd=clone,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+def make_serve(clone: Path, env: dict[str, str], url: str, log: Path) -> ServerHandle:
+    """`make serve` in its own process group (make and its `python -m service` child stop together)."""
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            ["make", "serve"], cwd=clone, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return ServerHandle(url, proc, log, env)
 
-    def wait_ready(self, url: str, timeout: float) -> float:
-        deadline = self.started + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"make serve exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
-                )
-            try:
-                if httpx.get(url + "/health/ready", timeout=5).status_code == 200:
-                    return time.monotonic() - self.started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"not ready after {timeout:.0f} s:\n{self.output()[-4000:]}")
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+def stop_group(handle: ServerHandle) -> None:
+    if handle.alive():
+        os.killpg(handle.proc.pid, signal.SIGTERM)
+        try:
+            handle.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(handle.proc.pid, signal.SIGKILL)
+            handle.proc.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+
+def timed_ready(handle: ServerHandle, timeout: float) -> float:
+    t0 = time.monotonic()
+    handle.wait_for("/health/ready", timeout=timeout)
+    return time.monotonic() - t0
 
 
 def test_fresh_clone_make_serve_detects_faces(tmp_path: Path, scene_samples: list[SceneSample]) -> None:
@@ -97,9 +79,9 @@ def test_fresh_clone_make_serve_detects_faces(tmp_path: Path, scene_samples: lis
     url = f"http://127.0.0.1:{port}"
     scene = max(scene_samples, key=lambda s: len(s.faces))
 
-    first = MakeServe(clone, env, tmp_path / "first.log")
+    first = make_serve(clone, env, url, tmp_path / "first.log")
     try:
-        first_s = first.wait_ready(url, INSTALL_TIMEOUT_S)
+        first_s = timed_ready(first, INSTALL_TIMEOUT_S)
         ready = httpx.get(url + "/health/ready").json()
         assert ready["detector"]["available"] is True and ready["detector"]["sha256_ok"] is True, ready
         r = httpx.post(url + "/v1/predict", files={"file": (scene.path.name, scene.data)}, timeout=120)
@@ -109,8 +91,8 @@ def test_fresh_clone_make_serve_detects_faces(tmp_path: Path, scene_samples: lis
         assert [0, 0, scene.width, scene.height] not in [f["box"] for f in faces]
         assert all(f["detector_score"] is not None for f in faces)
     finally:
-        first.stop()
-    assert "installing the serving dependencies" in first.output()
+        stop_group(first)
+    assert "installing the serving dependencies" in first.logs()
 
     venv = clone / ".venv"
     probe = (
@@ -122,12 +104,12 @@ def test_fresh_clone_make_serve_detects_faces(tmp_path: Path, scene_samples: lis
     assert found.returncode == 0 and found.stdout.strip() == "[]", found.stdout + found.stderr
     venv_mb = _du_mb(venv)
 
-    second = MakeServe(clone, env, tmp_path / "second.log")
+    second = make_serve(clone, env, url, tmp_path / "second.log")
     try:
-        second_s = second.wait_ready(url, 300)
+        second_s = timed_ready(second, 300)
     finally:
-        second.stop()
-    assert "installing" not in second.output(), second.output()
+        stop_group(second)
+    assert "installing" not in second.logs(), second.logs()
     print(
         f"\nfresh clone -> ready: {first_s:.0f} s; serving venv {venv_mb:.0f} MB (no TensorFlow); "
         f"second make serve -> ready: {second_s:.1f} s; {len(faces)} faces on {scene.name}"

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, flip_middle_byte
 
 
 def run_check(**env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env}
-    full.pop("MASKLITE_DETECTOR_PATH", None)  # the shipped detector, as a user's first run has it
+    # the shipped detector, as a user's first run has it, unless `env` names another
+    full = {k: v for k, v in os.environ.items() if k != "MASKLITE_DETECTOR_PATH"}
     full.update(env)
     return subprocess.run(
         [sys.executable, "-m", "service", "check"],
@@ -28,9 +28,7 @@ def damaged_copy(models_dir: Path, tmp_path: Path, file_of: str) -> Path:
     shutil.copytree(models_dir, copy)
     card = json.loads((copy / "model_card.json").read_text())
     name = card["detector"]["file"] if file_of == "detector" else card["models"][file_of]["file"]
-    data = bytearray((copy / name).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (copy / name).write_bytes(bytes(data))
+    flip_middle_byte(copy / name)
     return copy
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from masklite.paths import YUNET_FILENAME
-from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle
+from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle, flip_middle_byte
 
 
 def jpeg() -> bytes:
@@ -134,10 +134,7 @@ def test_corrupt_shipped_detector_is_not_ready(
     """One flipped byte in the models folder's detector: OpenCV would still load it, the sha256 does not."""
     broken = _copy_models(models_dir, tmp_path / "models")
     card = json.loads((broken / "model_card.json").read_text())
-    onnx = broken / card["detector"]["file"]
-    data = bytearray(onnx.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    onnx.write_bytes(bytes(data))
+    flip_middle_byte(broken / card["detector"]["file"])
     env = {"MASKLITE_MODELS_DIR": str(broken), "MASKLITE_DETECTOR_PATH": ""}
     handle = server_factory.start(env, wait="/health/live")
     try:
@@ -179,10 +176,7 @@ def test_corrupt_model_means_not_ready_but_alive(
 ) -> None:
     broken = _copy_models(models_dir, tmp_path / "models")
     card = json.loads((broken / "model_card.json").read_text())
-    int8_file = broken / card["models"]["int8"]["file"]
-    data = bytearray(int8_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    int8_file.write_bytes(bytes(data))
+    flip_middle_byte(broken / card["models"]["int8"]["file"])
     handle = server_factory.start({"MASKLITE_MODELS_DIR": str(broken)}, wait="/health/live")
     try:
         handle.wait_for("/health/live")

@@ -6,7 +6,6 @@ must render; a CDN reference would leave a blank page and show up in `blocked`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,22 +14,17 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Route, sync_playwright
 
-from tests.conftest import skip_or_fail
+from tests.web.conftest import CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        skip_or_fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run installs it)")
+def browser(chromium: Path) -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        b = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
         try:
             yield b
         finally:
