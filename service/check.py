@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -69,9 +70,9 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
         r.line("ok", "model card", f"{card.name} {card.version}, labels {', '.join(card.labels)}")
         classifiers: dict[str, Classifier] = {}
         for precision, entry in card.models.items():
-            verify = lambda p=precision: verify_model_file(card, settings.models_dir, p)  # noqa: E731
-            path, _ = r.step(f"model {precision}", verify)
-            clf, ms = r.step(f"model {precision}", lambda p=path: Classifier(p, num_threads=1))
+            what = f"model {precision}"
+            path, _ = r.step(what, partial(verify_model_file, card, settings.models_dir, precision))
+            clf, ms = r.step(what, partial(Classifier, path, num_threads=1))
             classifiers[precision] = clf
             r.line("ok", f"model {precision}", f"{entry.file}, sha256 {entry.sha256[:12]}… matches the card, "
                    f"loads in {ms:.0f} ms")  # fmt: skip
@@ -92,7 +93,7 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
             r.line("warn", "threads", f"{threads}: more inference threads than CPUs (MASKLITE_THREADS)")
         else:
             r.line("ok", "threads", threads)
-        _, ms = r.step("app", lambda: _import_app(settings))
+        _, ms = r.step("app", lambda: _import_app(settings))  # imported here: a broken one is reported
         r.line("ok", "app", f"every router imports, {ms:.0f} ms")
 
         data, _ = r.step("sample", image.read_bytes)
@@ -117,10 +118,10 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
     return 0
 
 
-def _import_app(settings: Settings):  # noqa: ANN202 - FastAPI, imported here on purpose
+def _import_app(settings: Settings) -> None:
     from service.app import create_app  # every router and its dependencies; a missing one raises here
 
-    return create_app(settings)
+    create_app(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
