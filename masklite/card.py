@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from masklite.paths import sha256_file
+from masklite.paths import YUNET_FILENAME, sha256_file
 
 CARD_FILENAME = "model_card.json"
 MASK_LABEL = "with_mask"
@@ -28,12 +28,26 @@ class InputSpec(BaseModel):
     offset: float = -1.0
 
 
+YUNET_LICENSE = "Apache-2.0 (libfacedetection.train); MIT as redistributed by opencv_zoo"
+YUNET_SOURCE = (
+    "ShiqiYu/libfacedetection.train onnx/yunet_s_640_640.onnx (commit 2b5e61dee, 2022-12-23); "
+    "byte-identical to opencv_zoo models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+)
+
+
 class DetectorSpec(BaseModel):
+    """The face detector shipped in models/ beside the classifiers. The provenance fields default to the
+    shipped YuNet so a re-export (training builds this from the prepare report) keeps them."""
+
     name: str = "yunet"
-    file: str = "face_detection_yunet_2023mar.onnx"
+    file: str = YUNET_FILENAME
     sha256: str | None = None
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
+    bytes: int | None = 232_589
+    license: str = YUNET_LICENSE
+    license_file: str = "face_detection_yunet_LICENSE.txt"
+    source: str = YUNET_SOURCE
 
 
 class ModelEntry(BaseModel):
@@ -138,4 +152,18 @@ def verify_model_file(card: ModelCard, models_dir: Path, precision: str) -> Path
         raise ChecksumError(
             f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)"
         )
+    return path
+
+
+def verify_detector_file(card: ModelCard, path: Path) -> Path:
+    """Return the detector path after checking it exists and matches the card's sha256 (when it has one)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"face detector {path.name} missing")
+    expected = card.detector.sha256
+    if expected:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path.name}: sha256 {actual[:12]}… does not match the card ({expected[:12]}…)"
+            )
     return path

@@ -85,6 +85,9 @@ class DetectorInfo(BaseModel):
     error: str | None = None
     score_threshold: float
     nms_threshold: float
+    file: str | None = Field(None, description="the card's detector file, shipped in models/")
+    sha256: str | None = None
+    license: str | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -110,8 +113,12 @@ class ReadyModel(BaseModel):
 
 
 class ReadyDetector(BaseModel):
+    """Names and states only: unauthenticated routes never show server paths."""
+
+    name: str
+    file: str | None = Field(None, description="the detector's file name (no directory)")
     available: bool
-    path: str | None = None
+    optional: bool = Field(False, description="MASKLITE_DETECTOR_OPTIONAL: ready without a detector")
     error: str | None = None
     sha256_ok: bool | None = None
 

@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"ImageFolder dataset (default ${ENV_DATA_DIR})")
-    common.add_argument("--detector", help="YuNet .onnx (default $MASKLITE_DETECTOR_PATH)")
+    common.add_argument(
+        "--detector", help="YuNet .onnx (default $MASKLITE_DETECTOR_PATH, else the one shipped in models/)"
+    )
     common.add_argument(
         "--weights",
         help="MobileNetV2 no-top .h5 (default $MASKLITE_BACKBONE_WEIGHTS, else Keras 'imagenet' download)",

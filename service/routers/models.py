@@ -33,6 +33,9 @@ async def list_models(request: Request) -> ModelsResponse:
             error=rt.detector.error,
             score_threshold=card.detector.score_threshold,
             nms_threshold=card.detector.nms_threshold,
+            file=card.detector.file,
+            sha256=card.detector.sha256,
+            license=card.detector.license,
         ),
         models=[
             ModelInfo(

@@ -1,4 +1,5 @@
-"""Training-test fixtures: real asset paths from the environment; a test skips with a reason when unset."""
+"""Training-test fixtures: real asset paths from the environment (or the ../shared fallback in
+tests/conftest.py); a test skips with a reason when one is absent. The detector ships in models/."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from masklite.paths import (
     ENV_BACKBONE_WEIGHTS,
     ENV_DATA_DIR,
     ENV_DATASETS_DIR,
-    ENV_DETECTOR_PATH,
     ENV_SCENES_DIR,
+    resolve_detector_path,
 )
 
 
@@ -34,7 +35,8 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_path() -> Path:
-    return _env_dir(ENV_DETECTOR_PATH)
+    """$MASKLITE_DETECTOR_PATH, else the YuNet file shipped in models/."""
+    return resolve_detector_path()
 
 
 @pytest.fixture(scope="session")
