@@ -299,7 +299,12 @@ def _build_table(t: dict) -> list[str]:
     if not wall:
         return ["Build time per stage: see `training.build_seconds` in model_card.json."]
     stages = [k for k in wall if k not in ("total", "cpus", "loadavg_1min_start", "loadavg_1min_end")]
+    load = max(float(wall.get("loadavg_1min_start", 0)), float(wall.get("loadavg_1min_end", 0)))
+    noisy = load / max(1, int(wall.get("cpus", 1))) > 0.5
     lines = [
+        "**noisy: do not compare** (load above 0.5 per core): the wall times are upper bounds, not costs."
+        if noisy
+        else "",
         f"Build time per stage on the {wall.get('cpus', '?')}-CPU build machine (1-minute load average "
         f"{wall.get('loadavg_1min_start', '?')} at start, {wall.get('loadavg_1min_end', '?')} at end: the CPU "
         "was shared with other jobs, so the wall time overstates what the build needs; the CPU column is this "
