@@ -1,18 +1,35 @@
-# masklite — one entry point per job. See README.md for the environment variables.
-PY      := .venv/bin/python
-PIP     := .venv/bin/pip
+# masklite — one entry point per job. See README.md.
+#   make serve   creates .venv/ if missing, installs only what serving needs (no TensorFlow), runs the service
+#   make test    adds the test and training dependencies if missing, runs ruff + the whole suite
+# Both install only what is missing (a second run installs nothing). MASKLITE_* settings pass through.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+# install the declared dependencies (pyproject.toml, plus extras $(1)) that this venv lacks; $(2) says what
+install_missing = @reqs="$$($(PY) docker/requirements.py pyproject.toml --missing $(1))"; \
+	if [ -n "$$reqs" ]; then echo "installing $(2) into $(VENV)/ (once)"; \
+	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 
-.PHONY: setup serve test test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
+.PHONY: setup serve serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
 
-setup:  ## create .venv/ with the service, training and dev dependencies
-	python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,dev]'
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 
-serve:  ## run the service with the shipped models on $MASKLITE_HOST:$MASKLITE_PORT (default 0.0.0.0:8000)
+serve-deps: | $(PY)  ## the serving dependencies only: pyproject's base list, no extras, no TensorFlow
+	$(call install_missing,,the serving dependencies)
+
+test-deps: | $(PY)  ## serving + test + training + chart dependencies (extras dev, train, charts)
+	$(call install_missing,--extra train --extra dev --extra charts,the test and training dependencies)
+
+setup: test-deps  ## everything (service, training, dev) in .venv/
+
+serve: serve-deps  ## the service with the shipped models and detector on $MASKLITE_HOST:$MASKLITE_PORT (default 0.0.0.0:8000)
 	$(PY) -m service
 
-test:   ## the full suite, as CI runs it
+check: serve-deps  ## first-run check: models, detector, sha256s, threads, one detection + classification
+	$(PY) -m service check
+
+test: test-deps  ## ruff + the full suite, as CI runs it
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

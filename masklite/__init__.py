@@ -9,4 +9,12 @@ One definition of each thing:
     pipeline.py    image -> faces -> labels, the whole inference path in one short function
 """
 
+import importlib.util
+
 __version__ = "0.1.0"
+
+
+def charts_available() -> bool:
+    """matplotlib (the optional extra `charts`) draws the PNG charts; the lean serving install has none,
+    so job results then come without PNGs (the numbers are all in their JSON/CSV)."""
+    return importlib.util.find_spec("matplotlib") is not None

@@ -11,10 +11,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from masklite.paths import sha256_file
+from masklite.paths import YUNET_FILENAME, sha256_file
 
 CARD_FILENAME = "model_card.json"
 MASK_LABEL = "with_mask"
+# The answer for a face smaller than the card's `min_face_size`: too small to judge, not a guess.
+UNKNOWN_LABEL = "unknown"
 
 
 class InputSpec(BaseModel):
@@ -24,6 +26,13 @@ class InputSpec(BaseModel):
     color: Literal["RGB", "BGR"] = "RGB"
     scale: float = 1.0 / 127.5
     offset: float = -1.0
+
+
+YUNET_LICENSE = "Apache-2.0 (libfacedetection.train); MIT as redistributed by opencv_zoo"
+YUNET_SOURCE = (
+    "ShiqiYu/libfacedetection.train onnx/yunet_s_640_640.onnx (commit 2b5e61dee, 2022-12-23); "
+    "byte-identical to opencv_zoo models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+)
 
 
 class DerivedDetectorFile(BaseModel):
@@ -56,12 +65,19 @@ DERIVED_DETECTOR_FILES = {
 
 
 class DetectorSpec(BaseModel):
-    # file/sha256: the upstream YuNet that training used (and the OpenCV runtime loads)
+    """The face detector shipped in models/ beside the classifiers. The provenance fields default to the
+    shipped YuNet so a re-export (training builds this from the prepare report) keeps them. file/sha256:
+    the upstream YuNet (OpenCV's runtime loads it); runtime_files: what LiteRT / onnxruntime load."""
+
     name: str = "yunet"
-    file: str = "face_detection_yunet_2023mar.onnx"
+    file: str = YUNET_FILENAME
     sha256: str | None = None
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
+    bytes: int | None = 232_589
+    license: str = YUNET_LICENSE
+    license_file: str = "face_detection_yunet_LICENSE.txt"
+    source: str = YUNET_SOURCE
     # which runtime serves it; all decode the same way, so the thresholds above mean the same on each
     runtime: Literal["litert", "onnxruntime", "opencv"] = "litert"
     runtime_files: dict[str, DerivedDetectorFile] = Field(
@@ -80,6 +96,8 @@ class ModelEntry(BaseModel):
     bytes: int
     precision: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # A face is "with_mask" when its mask probability is at least this (chosen on cross-source validation)
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     # Only for a model whose input differs from the card default (the micro model: smaller size).
     input: InputSpec | None = Field(default=None, exclude_if=lambda v: v is None)
 
@@ -92,6 +110,11 @@ class ModelCard(BaseModel):
     labels: list[str]
     input: InputSpec
     crop_margin: float = Field(ge=0.0, le=1.0, description="box grown by this fraction of its side, per side")
+    min_face_size: int = Field(
+        default=0,
+        ge=0,
+        description="faces whose box's shorter side (original px) is below this are 'unknown'",
+    )
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     models: dict[str, ModelEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
@@ -102,6 +125,17 @@ class ModelCard(BaseModel):
     @property
     def mask_index(self) -> int:
         return self.labels.index(MASK_LABEL)
+
+    def decide(self, mask_probability: float, box: tuple[int, int, int, int], precision: str | None) -> str:
+        """The label the service answers: `unknown` below the smallest judgeable face, else the mask label
+        when the probability reaches the model's threshold, else the other label."""
+        if min(box[2], box[3]) < self.min_face_size:
+            return UNKNOWN_LABEL
+        entry = self.models.get(precision) if precision is not None else None
+        threshold = entry.decision_threshold if entry is not None else 0.5
+        if mask_probability >= threshold:
+            return MASK_LABEL
+        return next(label for label in self.labels if label != MASK_LABEL)
 
     def model_path(self, models_dir: Path, precision: str) -> Path:
         return models_dir / self.models[precision].file
@@ -156,4 +190,18 @@ def verify_model_file(card: ModelCard, models_dir: Path, precision: str) -> Path
         raise ChecksumError(
             f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)"
         )
+    return path
+
+
+def verify_detector_file(card: ModelCard, path: Path) -> Path:
+    """Return the detector path after checking it exists and matches the card's sha256 (when it has one)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"face detector {path.name} missing")
+    expected = card.detector.sha256
+    if expected:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path.name}: sha256 {actual[:12]}… does not match the card ({expected[:12]}…)"
+            )
     return path

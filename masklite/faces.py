@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from masklite.card import ChecksumError, DetectorSpec
-from masklite.paths import ENV_DETECTOR_PATH, YUNET_SHA256, env_path, resolve_detector_path, sha256_file
+from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path, sha256_file
 
 # YuNet is fastest and most accurate on frames of a few hundred pixels; bigger images are shrunk first.
 DETECT_MAX_SIDE = 640
@@ -130,31 +130,27 @@ class OnnxYuNetDetector(YuNetDetector):
 
 
 def resolve_detector_file(
-    spec: DetectorSpec,
-    runtime: str,
-    models_dir: Path,
-    explicit: Path | str | None = None,
-    download_to: Path | None = None,
+    spec: DetectorSpec, runtime: str, models_dir: Path, explicit: Path | str | None = None
 ) -> Path:
     """The YuNet file a runtime loads.
 
-    opencv: the upstream file (explicit path, $MASKLITE_DETECTOR_PATH, or the pinned download).
-    litert / onnxruntime: the card's file derived for that runtime, in models_dir, checked against its
-    sha256. An explicit file replaces it only when it is another graph: the upstream file itself (a fixed
-    640x640 ONNX graph) stands for its derived twins.
+    opencv: the `.onnx` (explicit path, $MASKLITE_DETECTOR_PATH, else the card's file in models_dir).
+    litert / onnxruntime: the card's file derived from that `.onnx` for the runtime (`runtime_files`), in
+    models_dir (else the shipped models/), checked against its sha256. A `.onnx` that is not the card's
+    (another sha256) has no derived file: it is returned as it is.
     """
+    upstream = resolve_detector_path(explicit, models_dir, spec.file)
     derived = spec.runtime_files.get(runtime)
     if runtime == "opencv" or derived is None:
-        return resolve_detector_path(explicit, download_to)
-    candidate = Path(explicit) if explicit else env_path(ENV_DETECTOR_PATH)
-    if candidate is not None:
-        if not candidate.is_file():
-            raise FileNotFoundError(f"face detector not found at {candidate}")
-        if sha256_file(candidate) not in {YUNET_SHA256, spec.sha256}:
-            return candidate
-    twin = models_dir / derived.file
+        return upstream
+    if spec.sha256 and sha256_file(upstream) != spec.sha256:
+        return upstream
+    twin = next(
+        (d / derived.file for d in (models_dir, DEFAULT_MODELS_DIR) if (d / derived.file).is_file()),
+        models_dir / derived.file,
+    )
     if not twin.is_file():
-        raise FileNotFoundError(f"face detector for {runtime} missing: {twin}")
+        raise FileNotFoundError(f"face detector for {runtime} missing: {derived.file}")
     if sha256_file(twin) != derived.sha256:
         raise ChecksumError(f"{twin.name}: sha256 does not match the card's detector.runtime_files")
     return twin
@@ -192,6 +188,16 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     return x0, y0, x1 - x0, y1 - y0
+
+
+def scale_box(
+    box: tuple[int, int, int, int], sx: float, sy: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """A box from the reduced image in full-size pixels, clipped to the image."""
+    x0, y0 = int(round(box[0] * sx)), int(round(box[1] * sy))
+    x1, y1 = int(round((box[0] + box[2]) * sx)), int(round((box[1] + box[3]) * sy))
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
 def crop_box(box: Box, margin: float, width: int, height: int) -> Box:

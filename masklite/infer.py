@@ -7,7 +7,7 @@ A big JPEG is decoded at reduced size (DCT scaling) and the boxes are mapped bac
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,6 +47,7 @@ def infer_bytes(
     detect_size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     reduce: bool = True,
+    precision: str | None = None,
 ) -> ImageResult:
     """decode (reduced where the format allows, unless `reduce` is false) -> predict_faces -> boxes back in
     full-size pixels."""
@@ -63,18 +64,8 @@ def infer_bytes(
         detector,
         detect_faces,
         int(np.floor(min_face / max(sx, sy))),  # min_face is in full-size pixels
-        detect_size=detect_size,
+        precision,
+        detect_size,
+        full_size=(width, height),
     )
-    if (dw, dh) != (width, height):
-        pred.faces = [replace(f, box=scale_box(f.box, sx, sy, width, height)) for f in pred.faces]
     return ImageResult(pred, width, height, decode_ms, (dw, dh))
-
-
-def scale_box(
-    box: tuple[int, int, int, int], sx: float, sy: float, width: int, height: int
-) -> tuple[int, int, int, int]:
-    """A box from the reduced image in full-size pixels, clipped to the image."""
-    x0, y0 = int(round(box[0] * sx)), int(round(box[1] * sy))
-    x1, y1 = int(round((box[0] + box[2]) * sx)), int(round((box[1] + box[3]) * sy))
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)

@@ -37,6 +37,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from masklite import charts_available
 from masklite.card import InputSpec, ModelCard, load_card
 from masklite.classifier import Classifier, _dequantize, _quantize
 from masklite.evalset import EvalSet, EvalSetLimits, default_evalset_path, load_evalset, load_evalset_file
@@ -814,7 +815,8 @@ def write_outputs(result: GridResult, out_dir: Path, title: str = "") -> list[st
     written.append("ranking.csv")
     (out_dir / "grid.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     written.append("grid.json")
-    written += plot_heatmaps(result, out_dir, title)
+    if charts_available():  # optional (extra `charts`): the Docker image serves without matplotlib
+        written += plot_heatmaps(result, out_dir, title)
     return written
 
 

@@ -1,10 +1,14 @@
-"""`python -m service`: run the API with uvicorn on $MASKLITE_HOST:$MASKLITE_PORT."""
+"""`python -m service`: run the API with uvicorn on $MASKLITE_HOST:$MASKLITE_PORT.
+
+`python -m service check`: the first-run check (service/check.py), then exit.
+"""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 import uvicorn
@@ -15,6 +19,13 @@ from service.settings import Settings
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["check"]:
+        from service.check import main as check
+
+        sys.exit(check(args[1:]))
+    if args:
+        sys.exit(f"usage: python -m service [check [--image PATH]]; unknown arguments: {' '.join(args)}")
     settings = Settings()
     configure_logging(settings.log_level)
     common: dict = dict(

@@ -42,7 +42,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runtime.close()
 
-    app = FastAPI(title="masklite", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by the web router with self-hosted assets (the default page loads a CDN);
+    # ReDoc would need a CDN too, so it is off
+    app = FastAPI(
+        title="masklite",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.runtime = runtime
     install_error_handlers(app)

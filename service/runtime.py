@@ -6,8 +6,9 @@ run on those threads, never on the event loop. At most `max_inflight` requests a
 (running or waiting for a thread); the next one is refused at once with 503 + Retry-After, so the queue
 cannot grow under overload.
 
-Loading never raises: a missing card, a missing/corrupt/sha-mismatched model or a broken detector is
-logged, recorded, and reported by /health/ready; the process keeps serving /health/live.
+Loading never raises: a missing card, a missing/corrupt/sha-mismatched model or a missing/corrupt
+detector is logged, recorded, and reported by /health/ready (not ready, with the reason); the process
+keeps serving /health/live. Reasons on those unauthenticated routes name files, never server paths.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +28,11 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from masklite.card import ModelCard, load_card, verify_model_file
+from masklite.card import ChecksumError, ModelCard, load_card, verify_detector_file, verify_model_file
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, make_detector, resolve_detector_file
 from masklite.infer import infer_bytes
-from masklite.paths import YUNET_SHA256, sha256_file
+from masklite.paths import resolve_detector_path
 from masklite.pipeline import Prediction, predict_faces
 from service import metrics
 from service.errors import ApiError
@@ -40,6 +42,14 @@ log = logging.getLogger("masklite.runtime")
 T = TypeVar("T")
 
 WARMUP_SHAPE = (480, 640, 3)
+
+# the directory part of an absolute path (POSIX or Windows): "/srv/app/models/x.onnx" -> "x.onnx"
+_DIRS = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\":,;()\[\]]+)+[/\\]")
+
+
+def redact_paths(text: str) -> str:
+    """A reason fit for unauthenticated routes: file names stay, the server's directories go."""
+    return _DIRS.sub("", text)
 
 
 @dataclass
@@ -52,9 +62,11 @@ class ModelState:
 
 @dataclass
 class DetectorState:
-    path: Path | None = None
+    name: str = "yunet"
+    file: str | None = None
+    path: Path | None = None  # internal only: never reported on a route
     available: bool = False
-    error: str | None = None
+    error: str | None = None  # path-free (redact_paths)
     sha256_ok: bool | None = None
     runtime: str = "opencv"
 
@@ -108,9 +120,15 @@ class Runtime:
         if self.card_error:
             out.append(self.card_error)
         out += [m.error for m in self.models.values() if m.error]
+        if self.detector_blocks_ready():
+            out.append(f"face detector unavailable: {self.detector.error}")
         if self.phase in ("starting", "loading", "warming"):
             out.append(f"{self.phase} models")
         return out
+
+    def detector_blocks_ready(self) -> bool:
+        """No usable detector and no opt-in to the degraded mode (MASKLITE_DETECTOR_OPTIONAL)."""
+        return self.detector.error is not None and not self.settings.detector_optional
 
     def default_precision(self) -> str:
         if self.card is not None and "int8" not in self.card.models and self.card.models:
@@ -129,8 +147,9 @@ class Runtime:
         try:
             self.card = load_card(models_dir)
         except Exception as exc:  # noqa: BLE001 - any problem with the card means not ready, not a crash
-            self.card_error = f"cannot load model card from {models_dir}: {type(exc).__name__}: {exc}"
-            log.error("NOT READY: %s", self.card_error)
+            message = f"cannot load model card from {models_dir}: {type(exc).__name__}: {exc}"
+            self.card_error = redact_paths(message)
+            log.error("NOT READY: %s", message)
             self._fail()
             return
         # built aside, then swapped in: request handlers read self.models from the event loop
@@ -149,8 +168,9 @@ class Runtime:
             log.exception("NOT READY: %s", self.card_error)
             self._fail()
             return
-        if any(m.error for m in self.models.values()):
-            # the good models still serve; readiness stays false so an orchestrator notices
+        if any(m.error for m in self.models.values()) or self.detector_blocks_ready():
+            # the good models still serve (without a detector: only detect_faces=false); readiness stays
+            # false so an orchestrator notices
             self.phase = "degraded"
             metrics.READY.set(0)
             log.error(
@@ -180,34 +200,44 @@ class Runtime:
             path = verify_model_file(self.card, models_dir, precision)  # type: ignore[arg-type]
             Classifier(path, num_threads=1)  # probe: a file with the right hash can still be unloadable
         except Exception as exc:  # noqa: BLE001
-            state.error = f"model {precision!r}: {type(exc).__name__}: {exc}"
-            log.error("model %s unusable: %s", precision, state.error)
+            message = f"model {precision!r}: {type(exc).__name__}: {exc}"
+            state.error = redact_paths(message)
+            log.error("model %s unusable: %s", precision, message)
             return state
         state.path, state.loaded = path, True
         return state
 
     def _load_detector(self) -> None:
-        s = self.settings
+        """The card's detector (shipped in models/) or $MASKLITE_DETECTOR_PATH, sha256-checked against the
+        card. Missing, mismatched or unloadable: not ready, unless MASKLITE_DETECTOR_OPTIONAL opts in."""
+        s, spec = self.settings, self.card.detector  # type: ignore[union-attr]
+        self.detector.name = spec.name
+        self.detector.file = s.detector_path.name if s.detector_path else spec.file
         try:
-            spec = self.card.detector  # type: ignore[union-attr]
-            self.detector.runtime = s.detector_runtime or spec.runtime
-            path = resolve_detector_file(
-                spec,
-                self.detector.runtime,
-                s.models_dir,
-                s.detector_path,
-                s.detector_download_dir if s.detector_download else None,
-            )
-            derived = spec.runtime_files.get(self.detector.runtime)
-            twin = derived is not None and path == s.models_dir / derived.file
-            expected = (derived.sha256 if twin else spec.sha256) or YUNET_SHA256  # type: ignore[union-attr]
-            self.detector.sha256_ok = sha256_file(path) == expected
-            if not self.detector.sha256_ok:
-                log.warning("detector %s does not match the pinned sha256; using it anyway", path)
+            runtime = s.detector_runtime or spec.runtime
+            path = resolve_detector_path(s.detector_path, s.models_dir, spec.file)
+            self.detector.file = path.name
+            try:
+                verify_detector_file(self.card, path)  # type: ignore[arg-type]
+                self.detector.sha256_ok = True if spec.sha256 else None
+            except ChecksumError:
+                self.detector.sha256_ok = False
+                if not s.detector_optional:
+                    raise
+                log.warning("detector %s does not match the card's sha256; using it anyway (optional)", path)
+                runtime = "opencv"  # another .onnx than the card's: only OpenCV runs it as it is
+            # litert / onnxruntime load the file derived from the .onnx for them (sha256 from the card);
+            # `file` stays the card's detector (what the routes report), `runtime` says what runs it
+            path = resolve_detector_file(spec, runtime, s.models_dir, path)
+            self.detector.runtime = runtime
             self._make_detector(path)
-        except Exception as exc:  # noqa: BLE001 - no detector: serve whole-image classification
-            self.detector.error = f"{type(exc).__name__}: {exc}"
-            log.warning("face detector unavailable, whole images will be classified: %s", self.detector.error)
+        except Exception as exc:  # noqa: BLE001 - reported by /health/ready, never a crash
+            message = f"{type(exc).__name__}: {exc}"
+            self.detector.error = redact_paths(message)
+            if s.detector_optional:
+                log.warning("face detector unavailable, whole images will be classified: %s", message)
+            else:
+                log.error("face detector unavailable, NOT READY: %s", message)
             return
         self.detector.path, self.detector.available = path, True
 
@@ -269,6 +299,17 @@ class Runtime:
             )
         return precision
 
+    def check_detector(self, detect_faces: bool) -> None:
+        """A request that wants faces needs the detector; whole-image requests do not."""
+        if detect_faces and not self.detector.available and not self.settings.detector_optional:
+            raise ApiError(
+                503,
+                "detector_unavailable",
+                f"face detector unavailable ({self.detector.error}); "
+                "detect_faces=false classifies the whole image",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+
     def not_ready_error(self) -> ApiError:
         metrics.REJECTIONS.labels("not_ready").inc()
         why = "; ".join(self.reasons()) or self.phase
@@ -320,5 +361,6 @@ class Runtime:
             min_face,
             detect_size,
             self.settings.max_pixels,
+            precision=precision,
         )
         return InferenceResult(res.width, res.height, res.prediction, res.decode_ms, (t0 - submitted) * 1e3)

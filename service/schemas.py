@@ -27,8 +27,13 @@ class ImageSize(BaseModel):
 class Face(BaseModel):
     box: tuple[int, int, int, int] = Field(description="[x, y, w, h] in original-image pixels")
     detector_score: float | None = Field(description="YuNet score; null when the whole image was classified")
-    label: str
-    mask_probability: float = Field(ge=0.0, le=1.0)
+    label: str = Field(
+        description="a label from /v1/models, or 'unknown' for a face below the card's min_face_size"
+    )
+    mask_probability: float = Field(
+        ge=0.0, le=1.0, description="the model's probability, before any threshold"
+    )
+    too_small: bool = Field(False, description="true when the face is too small to judge (label 'unknown')")
 
 
 class Timings(BaseModel):
@@ -79,6 +84,7 @@ class ModelInfo(BaseModel):
     sha256: str
     loaded: bool
     error: str | None = None
+    decision_threshold: float = Field(0.5, description="a face is with_mask when mask_probability >= this")
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -88,6 +94,9 @@ class DetectorInfo(BaseModel):
     error: str | None = None
     score_threshold: float
     nms_threshold: float
+    file: str | None = Field(None, description="the card's detector file, shipped in models/")
+    sha256: str | None = None
+    license: str | None = None
     runtime: str | None = Field(None, description="what runs YuNet: litert, onnxruntime or opencv")
     max_side: int | None = Field(None, description="default detector input side (MASKLITE_DETECT_MAX_SIDE)")
 
@@ -98,6 +107,7 @@ class ModelsResponse(BaseModel):
     labels: list[str]
     input: InputInfo
     crop_margin: float
+    min_face_size: int = Field(0, description="faces whose shorter box side (px) is below this are 'unknown'")
     default_model: str
     detector: DetectorInfo
     models: list[ModelInfo]
@@ -114,8 +124,12 @@ class ReadyModel(BaseModel):
 
 
 class ReadyDetector(BaseModel):
+    """Names and states only: unauthenticated routes never show server paths."""
+
+    name: str
+    file: str | None = Field(None, description="the detector's file name (no directory)")
     available: bool
-    path: str | None = None
+    optional: bool = Field(False, description="MASKLITE_DETECTOR_OPTIONAL: ready without a detector")
     error: str | None = None
     sha256_ok: bool | None = None
 

@@ -28,16 +28,19 @@ class Settings(BaseSettings):
         None, ge=0, le=64, description="OpenCV's own thread pool (YuNet); unset: OpenCV's default (all cores)"
     )
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder with model_card.json and *.tflite")
-    detector_path: Path | None = Field(None, description="YuNet .onnx file")
+    detector_path: Path | None = Field(
+        None, description="YuNet .onnx file; unset: the card's detector file, shipped in models/"
+    )
+    # a service that cannot find faces is not ready; this opt-in keeps the old degraded mode
+    detector_optional: bool = Field(
+        False,
+        description="true: ready without a usable face detector (whole images classified, with a warning)",
+    )
     detector_runtime: Literal["litert", "onnxruntime", "opencv"] | None = Field(
         None, description="what runs YuNet; unset: the model card's detector.runtime (litert)"
     )
     detect_max_side: int = Field(
         640, ge=160, le=1280, description="detector input's longer side; requests may set detect_size"
-    )
-    detector_download: bool = Field(False, description="download the pinned YuNet file when no path is set")
-    detector_download_dir: Path = Field(
-        Path.home() / ".cache" / "masklite", description="where a downloaded detector is kept"
     )
     max_inflight: int = Field(16, ge=1, description="requests admitted to inference at once, per worker")
     max_body_bytes: int = Field(10_000_000, ge=1, description="largest request body")

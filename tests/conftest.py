@@ -4,6 +4,11 @@ live_server       session-scoped base URL of a server with the shipped models an
 server_factory    start more servers with custom MASKLITE_* env (missing detector, broken models, tiny
                   limits); all are stopped at the end of the session, or earlier with `.stop()`
 scene_samples     scenes-sample images with their VOC annotations (skip when MASKLITE_SCENES_DIR is unset)
+
+Asset paths come from MASKLITE_* variables. For a variable that is unset, and only in the test suite, the
+`../shared/` layout beside the checkout is the fallback (set here, at import, so subprocesses see it too):
+`make test` on a fresh clone then runs what `.ci/run` runs, with no exports. The face detector needs no
+fallback: it ships in models/.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +27,34 @@ import httpx
 import pytest
 
 from masklite.faces import iou  # noqa: F401 - re-exported: the tests match boxes with it
+from masklite.paths import resolve_detector_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# ../shared beside the checkout (see ../shared/README.md): variable -> path inside it
+SHARED_DIR = REPO_ROOT.parent / "shared"
+SHARED_FALLBACKS = {
+    "MASKLITE_DATA_DIR": "datasets/chandrikadeb7",
+    "MASKLITE_SCENES_DIR": "datasets/scenes-sample",
+    "MASKLITE_BACKBONE_WEIGHTS": "weights/mobilenet_v2_1.0_224_no_top_from_tfslim.h5",
+    "MASKLITE_DOCKER_ENGINE": "tools/docker-engine.sh",
+    "MASKLITE_DATASETS_DIR": "datasets",
+    "MASKLITE_PEER_MODEL": "weights/aizoo_face_mask_detection_260.tflite",
+}
+
+
+def apply_shared_fallbacks(environ: MutableMapping[str, str] = os.environ, shared: Path = SHARED_DIR) -> dict:
+    """Fill each unset variable from `shared` when that path exists there; returns what was set."""
+    applied = {}
+    for name, rel in SHARED_FALLBACKS.items():
+        if not environ.get(name) and (shared / rel).exists():
+            environ[name] = applied[name] = str(shared / rel)
+    return applied
+
+
+SHARED_APPLIED = apply_shared_fallbacks()
 
 
 def skip_or_fail(reason: str) -> None:
@@ -50,13 +79,11 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_path() -> Path:
-    value = os.environ.get("MASKLITE_DETECTOR_PATH")
-    if not value:
-        pytest.skip("MASKLITE_DETECTOR_PATH is unset: point it at face_detection_yunet_2023mar.onnx")
-    path = Path(value)
-    if not path.is_file():
-        pytest.skip(f"MASKLITE_DETECTOR_PATH={path} does not exist")
-    return path
+    """$MASKLITE_DETECTOR_PATH, else the YuNet file shipped in models/ (a checkout always has it)."""
+    try:
+        return resolve_detector_path()
+    except FileNotFoundError as exc:
+        pytest.fail(f"no face detector: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +95,13 @@ def scenes_dir() -> Path:
     if not (path / "images").is_dir() or not (path / "annotations").is_dir():
         pytest.skip(f"MASKLITE_SCENES_DIR={path} has no images/ and annotations/")
     return path
+
+
+def flip_middle_byte(path: Path) -> None:
+    """Damage a file as a bad copy would: same size, one byte different (only the sha256 notices)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 @dataclass(frozen=True)
@@ -224,7 +258,7 @@ class ServerFactory:
 
 @pytest.fixture(scope="session")
 def server_factory(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[ServerFactory]:
-    """Starts extra servers (shipped models + $MASKLITE_DETECTOR_PATH by default; override with env)."""
+    """Starts extra servers (shipped models and detector, or $MASKLITE_DETECTOR_PATH; override with env)."""
     env_detector = os.environ.get("MASKLITE_DETECTOR_PATH")
     detector = Path(env_detector) if env_detector else None
     factory = ServerFactory(tmp_path_factory.mktemp("servers"), models_dir, detector)

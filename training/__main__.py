@@ -9,9 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from masklite.paths import DEFAULT_MODELS_DIR, ENV_DATA_DIR, ENV_SCENES_DIR, env_path, resolve_detector_path
+from masklite.paths import (
+    DEFAULT_MODELS_DIR,
+    ENV_DATA_DIR,
+    ENV_DATASETS_DIR,
+    ENV_PEER_MODEL,
+    ENV_SCENES_DIR,
+    env_path,
+    resolve_detector_path,
+)
 from training.config import DEFAULT_REPORTS_DIR, DEFAULT_WORK_DIR, FeatureConfig, HeadConfig, PrepareConfig
 from training.dataset import DatasetError
+from training.finetune import FinetuneConfig
 
 
 def _data_dir(args) -> Path:
@@ -30,6 +39,25 @@ def _scenes_dir(args) -> Path | None:
             f"note: no scene photos ({ENV_SCENES_DIR} unset): the cross-source check is skipped",
             file=sys.stderr,
         )
+    return path
+
+
+def _datasets_dir(args) -> Path | None:
+    from training.sources import datasets_root
+
+    path = datasets_root(args.datasets_dir)
+    if path is None:
+        print(
+            f"note: no cross-source sets ({ENV_DATASETS_DIR} unset): training uses the data folder only",
+            file=sys.stderr,
+        )
+    return path
+
+
+def _peer_model(args) -> Path | None:
+    path = Path(args.peer_model) if args.peer_model else env_path(ENV_PEER_MODEL)
+    if path is None:
+        print(f"note: no peer model ({ENV_PEER_MODEL} unset): the card has no peer rows", file=sys.stderr)
     return path
 
 
@@ -65,10 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"ImageFolder dataset (default ${ENV_DATA_DIR})")
-    common.add_argument("--detector", help="YuNet .onnx (default $MASKLITE_DETECTOR_PATH)")
+    common.add_argument(
+        "--detector", help="YuNet .onnx (default $MASKLITE_DETECTOR_PATH, else the one shipped in models/)"
+    )
     common.add_argument(
         "--weights",
         help="MobileNetV2 no-top .h5 (default $MASKLITE_BACKBONE_WEIGHTS, else Keras 'imagenet' download)",
+    )
+    common.add_argument(
+        "--datasets-dir",
+        help=f"root of the cross-source sets (default ${ENV_DATASETS_DIR})",
     )
     common.add_argument("--scenes-dir", help=f"VOC-annotated scene photos (default ${ENV_SCENES_DIR})")
     common.add_argument("--no-scenes", action="store_true", help="skip the cross-source scene check")
@@ -98,6 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--batch-size", type=int, default=HeadConfig.batch_size)
     common.add_argument("--lr", type=float, default=HeadConfig.learning_rate)
     common.add_argument("--seed", type=int, default=0)
+    common.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=FinetuneConfig.epochs,
+        help="epochs of upper-block fine-tuning (0: ship the head-only model)",
+    )
+    common.add_argument(
+        "--peer-model",
+        help=f"AIZOO face-mask detector .tflite, the peer in the card's tables (default ${ENV_PEER_MODEL})",
+    )
     common.add_argument("--no-ablation", action="store_true", help="evaluate: skip the framing ablation")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         ("prepare", "detect faces, group near-duplicates/identities, split -> work/prepare"),
         ("features", "crop (+augment) and cache frozen MobileNetV2 features -> work/features"),
         ("train", "train the dense head on the cached features -> work/train"),
+        ("finetune", "fine-tune the upper backbone blocks + head on the cached views -> work/finetune"),
         ("export", "float32 + full-int8 TFLite and model_card.json -> models/"),
         ("evaluate", "metrics, scenes, latency, plots, evalset.zip, MODEL_CARD.md -> models/"),
         ("build", "all of the above, end to end, with the time per stage"),
@@ -145,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             run_study(args.kind, work, Path(args.reports_dir), _head_cfg(args), args.seeds, _weights(args))
             return 0
         stages = (
-            ["prepare", "features", "train", "export", "evaluate"]
+            ["prepare", "features", "train", "finetune", "export", "evaluate"]
             if args.command == "build"
             else [args.command]
         )
@@ -171,7 +216,12 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
 
     if stage == "prepare":
         report = stages.stage_prepare(
-            _data_dir(args), resolve_detector_path(args.detector), work, _prepare_cfg(args), progress
+            _data_dir(args),
+            resolve_detector_path(args.detector),
+            work,
+            _prepare_cfg(args),
+            progress,
+            _datasets_dir(args),
         )
         print(
             json.dumps({k: report[k] for k in ("fingerprint", "crop_counts", "groups", "splits")}, indent=1)
@@ -182,6 +232,12 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
     elif stage == "train":
         info = stages.stage_train(work, _head_cfg(args), verbose=2 if progress else 0)
         print(json.dumps(info["final"]))
+    elif stage == "finetune":
+        from training.finetune import FinetuneConfig, finetune
+
+        cfg = FinetuneConfig(epochs=args.finetune_epochs, seed=args.seed)
+        if cfg.epochs > 0:
+            print(json.dumps(finetune(work, _weights(args), cfg, progress)["final"]))
     elif stage == "export":
         card = stages.stage_export(work, models_dir, _weights(args), seed=args.seed)
         for p, e in card.models.items():
@@ -208,6 +264,7 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
             _head_cfg(args),
             progress,
             ablation=not args.no_ablation,
+            peer_path=_peer_model(args),
         )
         write_model_card_md(card, models_dir)
         print_summary(card)

@@ -24,8 +24,13 @@ class PrepareConfig:
 class FeatureConfig:
     input_size: int = 128
     alpha: float = 1.0
-    # augmented views per training image, on top of the clean view
-    train_views: int = 4
+    # views per training face, on top of the clean one: "plain" (round 1: jittered box, flip, low-res,
+    # colour), "degraded" (jittered box, flip, then training.features.degrade), and for every unmasked face
+    # with landmarks "masked" synthetic-mask views (half plain, half degraded, so that image quality is
+    # spread over both classes alike)
+    plain_views: int = 2
+    train_views: int = 3
+    mask_views: int = 2
     seed: int = 0
     # augmentation probabilities / ranges (see training/features.py:augment)
     p_flip: float = 0.5
@@ -35,7 +40,17 @@ class FeatureConfig:
     brightness: float = 40.0
     contrast: tuple[float, float] = (0.65, 1.35)
     box_shift: float = 0.10
-    box_scale: tuple[float, float] = (0.85, 1.25)
+    box_scale: tuple[float, float] = (0.8, 1.4)
+    # degradation (both classes alike): down to this many px and back, blur, JPEG, noise, gamma, casts, grey
+    degrade_side: tuple[int, int] = (12, 48)
+    p_degrade_lowres: float = 0.6
+    p_blur: float = 0.3
+    p_jpeg: float = 0.6
+    jpeg_quality: tuple[int, int] = (20, 70)
+    p_noise: float = 0.3
+    p_gamma: float = 0.5
+    p_cast: float = 0.4
+    p_grey: float = 0.1
     batch_size: int = 64
     # backbone runtime for the cached features: "keras" (TensorFlow; the shipped build) or "litert" (the
     # float32 TFLite backbone on XNNPACK: same features to ~3e-5, ~3x faster on 2 cores; the head then

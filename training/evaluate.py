@@ -25,8 +25,9 @@ from masklite.paths import sha256_file
 from masklite.preprocess import normalize, preprocess
 from training import plots
 from training.config import HeadConfig
+from training.features import load_split
 from training.metrics import classification_metrics, summary
-from training.scenes import annotated_crops, detected_crops, load_scenes, scene_metrics
+from training.scenes import load_scenes, scene_metrics
 
 EVALSET_FILE = "evalset.zip"
 EVALSET_PER_CLASS = 200
@@ -162,106 +163,6 @@ def read_evalset(path: Path, card: ModelCard) -> tuple[list[np.ndarray], np.ndar
     return list(ev.images), ev.labels
 
 
-LOWRES_EVAL_SIDE = 24  # test crops shrunk to this side and back: the size of a face in a crowd photo
-
-
-def _low_res(crops: np.ndarray, side: int) -> np.ndarray:
-    h, w = crops.shape[1:3]
-    return np.stack(
-        [
-            cv2.resize(
-                cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
-                (w, h),
-                interpolation=cv2.INTER_LINEAR,
-            )
-            for c in crops
-        ]
-    )
-
-
-def framing_ablation(
-    work: Path,
-    card: ModelCard,
-    weights: str,
-    scenes,
-    detector,
-    head_cfg: HeadConfig,
-    seeds: tuple[int, ...] = (0, 1, 2),
-) -> dict:
-    """What face crops + augmentation bought: heads trained on whole images, on clean face crops, and on
-    face crops + augmented views, all evaluated on test face crops and on the scene faces."""
-    from training.features import FeatureExtractor, load_split
-    from training.head import train_head
-    from training.stages import load_features_meta
-
-    meta = load_features_meta(work)
-    from training.config import FeatureConfig
-
-    fcfg = FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    extractor = FeatureExtractor(fcfg, weights)
-    size = tuple(card.input.size)
-    ann, ann_labels = annotated_crops(scenes, card.crop_margin)
-    det = detected_crops(scenes, detector, card.crop_margin) if detector else {"crops": [], "labels": []}
-
-    def feats(crops):
-        from masklite.preprocess import resize_crop
-
-        return extractor(np.stack([resize_crop(c, size) for c in crops]))
-
-    eval_sets = {
-        "test_face_crops": (
-            load_split(work / "features", "test")["X"],
-            load_split(work / "features", "test")["y"],
-        ),
-        "test_whole_images": (
-            load_split(work / "features", "whole_test")["X"],
-            load_split(work / "features", "whole_test")["y"],
-        ),
-        "test_face_crops_24px": (
-            feats(list(_low_res(load_crops(work, "test")[0], LOWRES_EVAL_SIDE))),
-            load_crops(work, "test")[1],
-        ),
-        "scenes_annotated": (feats(ann), np.array([card.labels.index(v) for v in ann_labels])),
-    }
-    if det["crops"]:
-        eval_sets["scenes_detected"] = (
-            feats(det["crops"]),
-            np.array([card.labels.index(v) for v in det["labels"]]),
-        )
-    train, whole = load_split(work / "features", "train"), load_split(work / "features", "whole_train")
-    val = load_split(work / "features", "val")
-    variants = {
-        "whole image, no augmentation": (whole["X"], whole["y"]),
-        "face crop, no augmentation": (train["X"][train["view"] == 0], train["y"][train["view"] == 0]),
-        "face crop + augmentation (shipped)": (train["X"], train["y"]),
-        "face crop + augmentation + whole image": (
-            np.concatenate([train["X"], whole["X"]]),
-            np.concatenate([train["y"], whole["y"]]),
-        ),
-    }
-    rows = []
-    for name, (x, y) in variants.items():
-        accs: dict[str, list[float]] = {k: [] for k in eval_sets}
-        bals: dict[str, list[float]] = {k: [] for k in eval_sets}
-        for seed in seeds:
-            cfg = HeadConfig(**{**head_cfg.__dict__, "seed": seed})
-            head, _ = train_head(x, y, val["X"], val["y"], len(card.labels), cfg)
-            for k, (xe, ye) in eval_sets.items():
-                pred = np.asarray(head.predict(xe, verbose=0)).argmax(axis=1)
-                accs[k].append(float((pred == ye).mean()))
-                bals[k].append(float(np.mean([(pred[ye == c] == c).mean() for c in np.unique(ye)])))
-        row = {"train_input": name, "seeds": len(seeds)}
-        for k in eval_sets:
-            row[k] = {"mean": float(np.mean(accs[k])), "sd": float(np.std(accs[k]))}
-            row[f"{k}_balanced"] = {"mean": float(np.mean(bals[k])), "sd": float(np.std(bals[k]))}
-        rows.append(row)
-    return {
-        "rows": rows,
-        "metric": "accuracy (Keras head on cached float features), mean ± sd over seeds",
-        "eval_sizes": {k: int(len(v[1])) for k, v in eval_sets.items()},
-    }
-
-
 def stage_evaluate(
     work: Path,
     models_dir: Path,
@@ -271,6 +172,7 @@ def stage_evaluate(
     head_cfg: HeadConfig | None = None,
     progress: bool = True,
     ablation: bool = True,
+    peer_path: Path | None = None,
 ) -> ModelCard:
     from training.prepare import load_manifest
     from training.stages import composed_model
@@ -345,9 +247,24 @@ def stage_evaluate(
         f"load average {latency['int8']['loadavg_1min_before']} on {latency['int8']['cpus']} CPUs"
     )
 
-    ablation_result = None
-    if ablation and scenes is not None:
-        ablation_result = framing_ablation(work, card, weights, scenes, detector, head_cfg or HeadConfig())
+    cross = None
+    if (work / "features" / "crops_xval.npz").is_file() and detector_path is not None:
+        cross = cross_source(
+            work,
+            card,
+            runners,
+            models_dir,
+            Path(detector_path),
+            peer_path,
+            head_cfg,
+            plots_dir,
+            progress,
+            ablation,
+        )
+        if scenes is not None and detector is not None:  # scenes-sample at the newly chosen threshold
+            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+            for name, run in runners.items():
+                results[name]["scenes"] = scene_metrics(scenes, labels, run, card.crop_margin, detector)
 
     # plots
     plots.confusion_matrices(
@@ -370,19 +287,6 @@ def stage_evaluate(
     )
     history = json.loads((work / "train" / "history.json").read_text())
     plots.training_curves(history, plots_dir / "training_curves.png")
-    if ablation_result:
-        keys = [
-            k
-            for k in ablation_result["rows"][0]
-            if k not in ("train_input", "seeds") and not k.endswith("_balanced")
-        ]
-        plots.bars(
-            ablation_result["rows"],
-            "train_input",
-            keys,
-            plots_dir / "framing_ablation.png",
-            "Framing ablation: what the head was trained on",
-        )
 
     # card
     for p in PRECISIONS:
@@ -394,6 +298,10 @@ def stage_evaluate(
         }
         if "scenes" in results[p]:
             entry.metrics["scenes"] = results[p]["scenes"]
+        if cross is not None:
+            entry.metrics["cross_source"] = cross["models"][p]
+    if cross is not None and "micro" in cross["models"]:
+        card.models["micro"].metrics["cross_source"] = cross["models"]["micro"]
         entry.latency_ms = latency[p]  # type: ignore[attr-defined]
     extra = card.model_extra if card.model_extra is not None else {}
     extra["evaluation"] = {
@@ -415,12 +323,81 @@ def stage_evaluate(
         ),
         "plots": sorted(f"{PLOTS_DIR}/{p.name}" for p in plots_dir.glob("*.png")),
     }
-    if ablation_result:
-        extra["evaluation"]["framing_ablation"] = ablation_result
+    if cross is not None:
+        extra["evaluation"]["cross_source"] = {k: v for k, v in cross.items() if k != "models"}
     card.evalset = evalset  # type: ignore[attr-defined]
     save_card(card, models_dir)
     (models_dir / "evaluation_report.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
     return card
+
+
+def cross_source(
+    work: Path,
+    card: ModelCard,
+    runners: dict,
+    models_dir: Path,
+    detector_path: Path,
+    peer_path: Path | None,
+    head_cfg: HeadConfig | None,
+    plots_dir: Path,
+    progress: bool,
+    ablation: bool,
+) -> dict:
+    """Thresholds chosen on xval (written into `card`), then every cross-source score for the card."""
+    from training import evaluate_cross as ec
+    from training.ablation import run_ablation
+    from training.prepare import load_manifest
+
+    _, report = load_manifest(work / "prepare")
+    root = Path(report["cross_source"]["root"])
+    xval_scenes = ec.scenes_of(work, root, "xval", ("macwinwin", "wider"))
+    sweep = ec.detector_sweep(
+        xval_scenes, ec.detections(xval_scenes, detector_path, ec.DETECTOR_GRID[0], progress)
+    )
+    card.detector.score_threshold = sweep["chosen"]
+    models = {p: runners[p] for p in PRECISIONS}
+    if "micro" in card.models:  # the micro model carried over from `python -m training micro`
+        micro = Classifier(models_dir / card.models["micro"].file, num_threads=2)
+        models["micro"] = classify_fn(micro, card.input_for("micro"))
+    chosen = ec.choose_thresholds(work, card, models)
+    for p in models:
+        card.models[p].decision_threshold = chosen["decision"][p]["threshold"]
+    card.min_face_size = chosen["min_face"]["min_face_size"]
+    out: dict = {"detector_sweep": sweep, "thresholds": chosen, "models": {}, "end_to_end": {}}
+    for p in models:
+        out["models"][p] = ec.score_model(
+            work, card, p, models[p], card.models[p].decision_threshold, card.min_face_size
+        )
+    for name, scenes_part, sources in (
+        ("xtest", "xtest", ("macwinwin", "wider")),
+        ("scenes", "test", ("scenes",)),
+    ):
+        scenes = ec.scenes_of(work, root, scenes_part, sources)
+        found = ec.detections(scenes, detector_path, ec.DETECTOR_GRID[0], progress)
+        out["end_to_end"][name] = {
+            p: ec.end_to_end(
+                scenes, found, card.detector.score_threshold, card.crop_margin, models[p], card, p
+            )
+            for p in PRECISIONS
+        }
+        if peer_path is not None and peer_path.is_file():
+            crops = {}
+            if name == "xtest":
+                for part in ("xtest",):
+                    feats = load_split(work / "features", part)
+                    with np.load(work / "features" / f"crops_{part}.npz") as z:
+                        crops[part] = (list(z["crops"]), z["y"], feats["source"][feats["view"] == 0])
+            out.setdefault("peer", {})[name] = ec.peer_scores(scenes, peer_path, crops, card.labels, progress)
+    out["gallery"] = ec.error_gallery(
+        work,
+        card,
+        models["int8"],
+        card.models["int8"].decision_threshold,
+        plots_dir / "errors_cross_source.png",
+    )
+    if ablation:
+        out["ablation"] = run_ablation(work, card.labels, head_cfg or HeadConfig(), progress=progress)
+    return out
 
 
 def _scene_cm(block: dict, labels: list[str]) -> list[list[int]]:

@@ -134,8 +134,130 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
 
 
+SPLITS_OUT = ("train", "val", "test", "xval", "xtest", "scenes")
+VIEW_KINDS = ("clean", "plain", "degraded", "masked")
+TABLE = "table.csv"
+
+
+def degrade(crop: np.ndarray, rng: np.random.Generator, cfg: FeatureConfig) -> np.ndarray:
+    """Camera-quality damage, applied to both classes alike so that quality cannot predict the label:
+    down to 12-48 px and back, blur, JPEG at quality 20-70, noise, gamma, colour casts, greyscale."""
+    out = crop
+    ch, cw = out.shape[:2]
+    if rng.random() < cfg.p_degrade_lowres:
+        f = int(rng.integers(cfg.degrade_side[0], cfg.degrade_side[1] + 1)) / max(ch, cw)
+        if f < 1.0:
+            small = cv2.resize(
+                out, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA
+            )
+            out = cv2.resize(
+                small, (cw, ch), interpolation=(cv2.INTER_LINEAR, cv2.INTER_CUBIC)[rng.integers(2)]
+            )
+    if rng.random() < cfg.p_blur:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 2.0) * max(ch, cw) / 128)
+    img = out.astype(np.float32)
+    if rng.random() < cfg.p_gamma:
+        img = 255.0 * (img / 255.0) ** rng.uniform(0.6, 1.6)
+    if rng.random() < cfg.p_cast:
+        img = img * rng.uniform(0.8, 1.2, 3).astype(np.float32)
+    if rng.random() < cfg.p_color:
+        mean = img.mean()
+        img = (img - mean) * rng.uniform(*cfg.contrast) + mean + rng.uniform(-cfg.brightness, cfg.brightness)
+    if rng.random() < cfg.p_noise:
+        img = img + rng.normal(0, rng.uniform(2, 12), img.shape).astype(np.float32)
+    if rng.random() < cfg.p_grey:
+        img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.p_jpeg:
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED) if ok else out
+    return np.ascontiguousarray(out)
+
+
+def face_table(work: Path, data_dir: Path) -> pd.DataFrame:
+    """Every face the pipeline uses, one row each: the training folder's images first (row i is the
+    manifest's row i), then the cross-source faces (training.sources). Columns: split, source, path,
+    label, x y w h (crop box), size (shorter side of the face box), landmarks ("" or 10 numbers)."""
+    from training.prepare import load_manifest
+    from training.sources import FACES_FILE, SOURCE_FOLDERS, read_faces
+
+    manifest, report = load_manifest(work / "prepare")
+    table = pd.DataFrame(
+        {
+            "split": manifest.split,
+            "source": "chandrikadeb7",
+            "group": manifest.group.astype(str),
+            "path": [str(Path(data_dir) / r) for r in manifest.rel],
+            "label": manifest.label,
+            "x": manifest.x,
+            "y": manifest.y,
+            "w": manifest.w,
+            "h": manifest.h,
+            "size": np.minimum(manifest.w, manifest.h),
+            "landmarks": manifest.get("landmarks", pd.Series([""] * len(manifest))).fillna(""),
+        }
+    )
+    faces_path = work / "prepare" / FACES_FILE
+    if faces_path.is_file():
+        root = Path(report["cross_source"]["root"])
+        faces = read_faces(faces_path)
+        extra = pd.DataFrame(
+            {
+                "split": ["scenes" if f.part == "test" else f.part for f in faces],
+                "source": [f.source for f in faces],
+                "group": [f.group for f in faces],
+                "path": [str(root / SOURCE_FOLDERS[f.source] / f.file) for f in faces],
+                "label": [f.label for f in faces],
+                "x": [f.box[0] for f in faces],
+                "y": [f.box[1] for f in faces],
+                "w": [f.box[2] for f in faces],
+                "h": [f.box[3] for f in faces],
+                "size": [f.size for f in faces],
+                "landmarks": [" ".join(f"{v:.2f}" for v in f.landmarks) for f in faces],
+            }
+        )
+        table = pd.concat([table, extra], ignore_index=True)
+    return table
+
+
+def _views(
+    rgb: np.ndarray, row, margin: float, rng: np.random.Generator, cfg: FeatureConfig, label: str
+) -> list[tuple[np.ndarray, str, str]]:
+    """(crop, view kind, label) for one training face: clean, plain, degraded and synthetic-mask views."""
+    from training.synthetic_mask import draw_mask
+
+    box = row_box(row)
+    out = [(crop_face(rgb, box, margin), "clean", label)]
+    out += [(augment(rgb, box, margin, rng, cfg), "plain", label) for _ in range(cfg.plain_views)]
+    out += [(_degraded(rgb, box, margin, rng, cfg), "degraded", label) for _ in range(cfg.train_views)]
+    points = _landmarks(row.landmarks)
+    if label == "without_mask" and points is not None:
+        for k in range(cfg.mask_views):
+            masked = draw_mask(rgb, points, rng)
+            view = (
+                augment(masked, box, margin, rng, cfg)
+                if k % 2 == 0
+                else _degraded(masked, box, margin, rng, cfg)
+            )
+            out.append((view, "masked", "with_mask"))
+    return out
+
+
+def _degraded(rgb, box, margin, rng, cfg: FeatureConfig) -> np.ndarray:
+    geometric = FeatureConfig(**{**asdict(cfg), "p_lowres": 0.0, "p_color": 0.0})
+    return degrade(augment(rgb, box, margin, rng, geometric), rng, cfg)
+
+
+def _landmarks(value) -> np.ndarray | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    numbers = [float(v) for v in value.split()]
+    return np.asarray(numbers, np.float32).reshape(5, 2) if len(numbers) == 10 else None
+
+
 def extract_features(
-    manifest: pd.DataFrame,
+    work: Path,
     data_dir: Path,
     out_dir: Path,
     cfg: FeatureConfig,
@@ -143,52 +265,65 @@ def extract_features(
     weights: str | None,
     progress: bool = True,
 ) -> dict:
-    """Writes <out>/{train,val,test}.npz (X, y, row, view) and crops_{split}.npz (clean uint8 crops),
-    plus whole-image features (no detector) for the framing ablation: whole_{split}.npz."""
+    """Writes <out>/{split}.npz (X, y, row, view, kind, source, size) and crops_{split}.npz (clean uint8
+    crops at input size), for the training folder's splits and the cross-source parts, plus table.csv."""
     import tensorflow as tf
 
     tf.random.set_seed(cfg.seed)
-    labels = sorted(manifest.label.unique())
+    table = face_table(work, data_dir)
+    labels = sorted(table.label.unique())
     extractor = FeatureExtractor(cfg, weights)
     size = (cfg.input_size, cfg.input_size)
     rng = np.random.default_rng(cfg.seed)
     tmp = atomic_dir(out_dir)
     try:
+        table.to_csv(tmp / TABLE, index_label="row")
         counts = {}
-        for split in ("train", "val", "test"):
-            rows = manifest[manifest.split == split]
-            views = 1 + (cfg.train_views if split == "train" else 0)
-            crops, whole, y, row_ids, view_ids = [], [], [], [], []
+        for split in SPLITS_OUT:
+            rows = table[table.split == split]
+            if rows.empty:
+                continue
+            crops, y, row_ids, view_ids, kinds = [], [], [], [], []
+            cache: tuple[str, np.ndarray] | None = None
             for ridx, row in tqdm(
-                list(rows.iterrows()), desc=f"crops {split}", disable=not progress, unit="img"
+                list(rows.iterrows()), desc=f"crops {split}", disable=not progress, unit="face"
             ):
-                rgb = read_image_file(str(Path(data_dir) / row.rel))
-                box = row_box(row)
-                crops.append(resize_crop(crop_face(rgb, box, crop_margin), size))
-                for _ in range(1, views):
-                    crops.append(resize_crop(augment(rgb, box, crop_margin, rng, cfg), size))
-                whole.append(resize_crop(rgb, size))
-                y += [labels.index(row.label)] * views
-                row_ids += [ridx] * views
-                view_ids += list(range(views))
-            crops_arr, whole_arr = np.stack(crops), np.stack(whole)
+                if cache is None or cache[0] != row.path:  # scene faces share their photo
+                    cache = (row.path, read_image_file(row.path))
+                rgb = cache[1]
+                if split == "train":
+                    views = _views(rgb, row, crop_margin, rng, cfg, row.label)
+                else:
+                    views = [(crop_face(rgb, row_box(row), crop_margin), "clean", row.label)]
+                for v, (crop, kind, label) in enumerate(views):
+                    crops.append(resize_crop(crop, size))
+                    y.append(labels.index(label))
+                    row_ids.append(ridx)
+                    view_ids.append(v)
+                    kinds.append(VIEW_KINDS.index(kind))
+            crops_arr = np.stack(crops)
             feats = _batched(extractor, crops_arr, f"features {split}", progress)
-            whole_feats = _batched(extractor, whole_arr, f"whole-image {split}", progress)
-            y_arr, view_arr = np.array(y, np.int64), np.array(view_ids, np.int16)
-            np.savez(tmp / f"{split}.npz", X=feats, y=y_arr, row=np.array(row_ids), view=view_arr)
+            y_arr, view_arr, row_arr = np.array(y, np.int64), np.array(view_ids, np.int16), np.array(row_ids)
             np.savez(
-                tmp / f"whole_{split}.npz",
-                X=whole_feats,
-                y=y_arr[view_arr == 0],
-                row=np.array(row_ids)[view_arr == 0],
+                tmp / f"{split}.npz",
+                X=feats,
+                y=y_arr,
+                row=row_arr,
+                view=view_arr,
+                kind=np.array(kinds, np.int8),
+                source=table.source.to_numpy()[row_arr].astype(str),
+                size=table["size"].to_numpy()[row_arr],
             )
+            if split == "train":  # every view, for the fine-tuning stage (training.finetune)
+                np.save(tmp / "views_train.npy", crops_arr)
+            clean = view_arr == 0
             np.savez_compressed(
-                tmp / f"crops_{split}.npz",
-                crops=crops_arr[view_arr == 0],
-                y=y_arr[view_arr == 0],
-                row=np.array(row_ids)[view_arr == 0],
+                tmp / f"crops_{split}.npz", crops=crops_arr[clean], y=y_arr[clean], row=row_arr[clean]
             )
-            counts[split] = {"images": len(rows), "vectors": len(feats)}
+            counts[split] = {"faces": len(rows), "vectors": len(feats)}
+            counts[split]["by_kind"] = {
+                k: int((np.array(kinds) == i).sum()) for i, k in enumerate(VIEW_KINDS)
+            }
         meta = {
             "labels": labels,
             "config": asdict(cfg),
@@ -211,6 +346,10 @@ def _batched(extractor: FeatureExtractor, crops: np.ndarray, desc: str, progress
     for i in tqdm(range(0, len(crops), step), desc=desc, disable=not progress, unit="batch"):
         out.append(extractor(crops[i : i + step]))
     return np.concatenate(out).astype(np.float32)
+
+
+def load_table(features_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(features_dir) / TABLE, index_col="row", keep_default_na=False)
 
 
 def load_split(features_dir: Path, name: str) -> dict[str, np.ndarray]:

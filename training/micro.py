@@ -386,6 +386,17 @@ def stage_ship(
         metrics["scenes"] = scene_metrics(
             load_scenes(scenes_dir), card.labels, classify_fn(clf, spec), card.crop_margin, detector
         )
+    if (work / "features" / "crops_xval.npz").is_file():  # its own threshold, chosen on xval like the others
+        from training import evaluate_cross
+
+        classify = classify_fn(clf, spec)
+        chosen_t = evaluate_cross.choose_thresholds(work, card, {MICRO_KEY: classify})["decision"][MICRO_KEY]
+        threshold = chosen_t["threshold"]
+        metrics["cross_source"] = evaluate_cross.score_model(
+            work, card, MICRO_KEY, classify, threshold, card.min_face_size
+        )
+    else:
+        threshold = 0.5
     tflm = verify_in_tflm(path, x_ev)
     tflm["agreement"]["source"] = ev_name
     main_test = card.models["int8"].metrics.get("test", {}).get("accuracy")
@@ -398,6 +409,7 @@ def stage_ship(
         precision="int8",
         metrics=metrics,
         input=spec,
+        decision_threshold=threshold,
     )
     extra = {
         "latency_ms": tflm["latency_ms"]["litert"] | {"threads": 1, "batch": 1, "runtime": "LiteRT"},
@@ -429,8 +441,13 @@ def stage_ship(
         "training": {
             **{k: v for k, v in cfg.items() if k != "net"},
             "train_seconds": chosen.train_seconds,
-            "teacher": {k: teacher[k] for k in ("head_sha256", "check", "teacher_train_accuracy")},
-            "data": "train views of the main pipeline (clean + augmented, same seed), random h-flip",
+            "teacher": {
+                k: teacher[k] for k in ("teacher", "teacher_sha256", "check", "teacher_train_accuracy")
+            },
+            "data": (
+                "the main pipeline's cached train views (clean, plain, degraded, synthetic-mask; "
+                "every source), random h-flip"
+            ),
             "feature_config": feature_config(work).__dict__,
         },
         "dataset_fingerprint": card.dataset.get("fingerprint", {}).get("sha256"),
@@ -442,6 +459,9 @@ def stage_ship(
         setattr(entry, k, v)
     card.models[MICRO_KEY] = entry
     save_card(card, models_dir)
+    from training.model_card_md import write_model_card_md
+
+    write_model_card_md(card, models_dir)
     allocations = tflm.pop("allocations")
     from training.micro_report import write_report
 
@@ -520,7 +540,7 @@ def run_micro(
                 )
             )
         elif stage == "teacher":
-            print(json.dumps(build_teacher(work, weights()), indent=1))
+            print(json.dumps(build_teacher(work, weights(), models_dir), indent=1))
         elif stage == "train":
             stage_train(work, cfgs, labels, force=args.retrain, progress=progress)
         else:

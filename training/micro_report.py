@@ -173,9 +173,10 @@ def write_report(
         "",
         "All runs: MobileNetV2 (training/micro_net.py), α 0.35, "
         "from scratch, same train views as the main model "
-        "(clean + augmented, replayed with the same seed), random horizontal flip, Adam + cosine decay, "
-        "full-integer int8 export with 200 representative train crops. "
-        "`kd` = distilled from the main model (α_kd, T below), `ce` = hard labels only.",
+        "(the cached clean, plain, degraded and synthetic-mask views of every source), random horizontal "
+        "flip, Adam + cosine decay, full-integer int8 export with 200 representative train crops. "
+        "`kd` = distilled from the main (fine-tuned) float32 model (α_kd, T below), `ce` = hard labels "
+        "only. Its decision threshold and cross-source figures are in MODEL_CARD.md.",
         "",
         "| run | input | last conv | KD | epochs | train s (wall, shared CPU) | "
         "file KB | arena KB | MACs (M) | val int8 | test int8 "

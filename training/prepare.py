@@ -57,13 +57,22 @@ def commit_dir(tmp: Path, target: Path) -> None:
 
 
 def prepare(
-    data_dir: Path, detector_path: Path, out_dir: Path, cfg: PrepareConfig, progress: bool = True
+    data_dir: Path,
+    detector_path: Path,
+    out_dir: Path,
+    cfg: PrepareConfig,
+    progress: bool = True,
+    datasets_root: Path | None = None,
 ) -> dict:
+    """`datasets_root`: the folder holding the cross-source sets (training.sources); None = none."""
     labels, samples = scan_image_folder(data_dir)
     images = load_images(samples, progress=progress)  # raises on any unreadable file, before writing
     tmp = atomic_dir(out_dir)
     try:
         report = _prepare(data_dir, detector_path, labels, samples, images, cfg, tmp, progress)
+        if datasets_root is not None:
+            report["cross_source"] = _cross_source(Path(datasets_root), detector_path, tmp, progress)
+            (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
         commit_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -93,8 +102,9 @@ def _prepare(
         height, width = im.shape[:2]
         if faces:
             box, score, source = faces[0].box, faces[0].score, "face"
+            landmarks = " ".join(f"{v:.2f}" for point in faces[0].landmarks for v in point)
         else:
-            box, score, source = (0, 0, width, height), float("nan"), "whole_image"
+            box, score, source, landmarks = (0, 0, width, height), float("nan"), "whole_image", ""
         rows.append(
             {
                 "rel": s.rel,
@@ -111,6 +121,7 @@ def _prepare(
                 "crop_source": source,
                 "n_faces": len(faces),
                 "det_score": score,
+                "landmarks": landmarks,
             }
         )
     df = pd.DataFrame(rows)
@@ -157,6 +168,17 @@ def _prepare(
     }
     (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _cross_source(root: Path, detector_path: Path, tmp: Path, progress: bool) -> dict:
+    from training.sources import FACES_FILE, LICENCES, collect_faces, part_groups, summarise, write_faces
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"datasets folder not found: {root}")
+    faces = collect_faces(root, detector_path, progress)
+    write_faces(faces, tmp / FACES_FILE)
+    (tmp / "cross_source_parts.json").write_text(json.dumps(part_groups(faces), indent=1) + "\n")
+    return {"root": str(root.resolve()), "faces": summarise(faces), "licences": LICENCES}
 
 
 def load_manifest(prepare_dir: Path) -> tuple[pd.DataFrame, dict]:

@@ -29,25 +29,42 @@ class Scene:
     labels: list[str]
 
 
-def load_scenes(scenes_dir: Path) -> list[Scene]:
-    scenes_dir = Path(scenes_dir)
-    ann_dir, img_dir = scenes_dir / "annotations", scenes_dir / "images"
+@dataclass
+class SceneAnnotation:
+    name: str
+    filename: str
+    boxes: list[tuple[int, int, int, int]]  # x, y, w, h
+    labels: list[str]
+
+
+def load_scene_annotations(scenes_dir: Path) -> list[SceneAnnotation]:
+    """The VOC files of a scenes folder (`annotations/*.xml` beside `images/`), without the images."""
+    ann_dir = Path(scenes_dir) / "annotations"
     if not ann_dir.is_dir():
         raise FileNotFoundError(f"no annotations/ folder in {scenes_dir}")
-    scenes = []
+    out = []
     for xml_path in sorted(ann_dir.glob("*.xml")):
         root = ET.parse(xml_path).getroot()
-        filename = root.findtext("filename") or f"{xml_path.stem}.jpg"
         boxes, labels = [], []
         for obj in root.iter("object"):
             bb = obj.find("bndbox")
             x0, y0, x1, y1 = (int(float(bb.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
             boxes.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
             labels.append(obj.findtext("name").strip())
-        scenes.append(Scene(xml_path.stem, read_image_file(str(img_dir / filename)), boxes, labels))
-    if not scenes:
+        out.append(
+            SceneAnnotation(xml_path.stem, root.findtext("filename") or f"{xml_path.stem}.jpg", boxes, labels)
+        )
+    if not out:
         raise FileNotFoundError(f"no VOC annotations in {ann_dir}")
-    return scenes
+    return out
+
+
+def load_scenes(scenes_dir: Path) -> list[Scene]:
+    images = Path(scenes_dir) / "images"
+    return [
+        Scene(a.name, read_image_file(str(images / a.filename)), a.boxes, a.labels)
+        for a in load_scene_annotations(scenes_dir)
+    ]
 
 
 def match(

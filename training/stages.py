@@ -23,6 +23,7 @@ from training.export import (
     saved_model,
 )
 from training.features import build_backbone, extract_features, input_spec, load_split
+from training.finetune import FINETUNE_DIR
 from training.head import save_history, train_head
 from training.prepare import atomic_dir, commit_dir, load_manifest, prepare
 
@@ -30,17 +31,22 @@ REPRESENTATIVE_SAMPLES = 200
 
 
 def stage_prepare(
-    data_dir: Path, detector: Path, work: Path, cfg: PrepareConfig, progress: bool = True
+    data_dir: Path,
+    detector: Path,
+    work: Path,
+    cfg: PrepareConfig,
+    progress: bool = True,
+    datasets_root: Path | None = None,
 ) -> dict:
-    return prepare(data_dir, detector, work / "prepare", cfg, progress)
+    return prepare(data_dir, detector, work / "prepare", cfg, progress, datasets_root)
 
 
 def stage_features(
     data_dir: Path, work: Path, cfg: FeatureConfig, weights: str, progress: bool = True
 ) -> dict:
-    manifest, report = load_manifest(work / "prepare")
+    _, report = load_manifest(work / "prepare")
     return extract_features(
-        manifest, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights, progress
+        work, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights, progress
     )
 
 
@@ -78,6 +84,7 @@ def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
         }
         (tmp / "train.json").write_text(json.dumps(info, indent=2) + "\n")
         commit_dir(tmp, work / "train")
+        shutil.rmtree(work / FINETUNE_DIR, ignore_errors=True)  # it started from the previous head
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -93,9 +100,18 @@ def composed_model(work: Path, weights: str | None):
     head_path = work / "train" / "head.keras"
     if not head_path.is_file():
         raise FileNotFoundError(f"{head_path} not found: run `python -m training train` first")
-    head = keras.models.load_model(head_path)
     backbone = build_backbone(size, meta["config"]["alpha"], weights)
+    tuned = work / FINETUNE_DIR
+    if (tuned / "head.keras").is_file():  # the fine-tuned upper blocks and head, when that stage ran
+        backbone.load_weights(tuned / "backbone.weights.h5")
+        head_path = tuned / "head.keras"
+    head = keras.models.load_model(head_path)
     return compose(backbone, head, size), meta
+
+
+def _finetune_info(work: Path) -> dict | None:
+    path = work / FINETUNE_DIR / "finetune.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def representative_batch(
@@ -207,6 +223,7 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                 "crop_counts": report["crop_counts"],
                 "images_with_several_faces": report["images_with_several_faces"],
                 "groups": report["groups"],
+                **({"cross_source": report["cross_source"]} if "cross_source" in report else {}),
             },
             splits=report["splits"],
             training={
@@ -214,7 +231,10 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                     "arch": "MobileNetV2",
                     "alpha": meta["config"]["alpha"],
                     "weights": meta["weights"],
-                    "frozen": True,
+                    "frozen": _finetune_info(work) is None,
+                    "fine_tuned_from": None
+                    if _finetune_info(work) is None
+                    else "block_13 (blocks 13-16, Conv_1)",
                     "pooling": "global average",
                     "feature_dim": 1280,
                 },
@@ -223,6 +243,7 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                 "head": train_info["config"],
                 "head_depth_counts_output_layer": True,
                 "final_epoch": train_info["final"],
+                **({"finetune": _finetune_info(work)} if _finetune_info(work) else {}),
                 "export_seconds": {
                     "saved_model": round(t1 - t0, 1),
                     "float32": round(t2 - t1, 1),

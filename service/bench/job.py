@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from masklite import charts_available
 from masklite.paths import ENV_DETECTOR_PATH, env_path
 from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 from service.bench.report import format_result, save_chart
@@ -118,7 +119,8 @@ def run_benchmark_job(
     noisy = bool((result.get("conditions") or {}).get("noisy"))
     text = format_result(result) + "\n\n" + format_checks(checks, noisy=noisy)
     (out_dir / TABLE_FILE).write_text(text + "\n")
-    save_chart(result, out_dir / CHART_FILE)
+    if charts_available():  # optional (extra `charts`): the Docker image has no matplotlib
+        save_chart(result, out_dir / CHART_FILE)
     return result
 
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers / CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from service.bench.stats import conditions_line  # noqa: E402
+from service.bench.stats import conditions_line
 
 STAGES = ("decode", "detect", "classify")
 
@@ -219,6 +214,10 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
 
 def save_chart(result: dict[str, Any], path: Path) -> Path:
     """Classifier per-face latency, pipeline stages, HTTP vs in-process and load throughput in one PNG."""
+    import matplotlib  # here, not at import: matplotlib is optional (extra `charts`), the service is not
+
+    matplotlib.use("Agg")  # no display on servers / CI
+    import matplotlib.pyplot as plt
     panels = ["classifier", "pipeline"]
     if result.get("http"):
         panels.append("http")

@@ -22,22 +22,27 @@ async def live(request: Request) -> LiveResponse:
     "/health/ready",
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "not ready; `reasons` says why"}},
-    summary="Readiness: models loaded, verified and warmed up (200), else 503",
+    summary="Readiness: models and face detector loaded, verified and warmed up (200), else 503",
 )
 async def ready(request: Request) -> JSONResponse:
     rt = get_runtime(request)
     det = rt.detector
     warnings = []
     if rt.phase in ("ready", "degraded") and not det.available:
-        warnings.append(f"face detector unavailable ({det.error}); whole images are classified")
+        if rt.settings.detector_optional:
+            warnings.append(f"face detector unavailable ({det.error}); whole images are classified")
+        else:
+            warnings.append("face detector unavailable: only detect_faces=false requests are served")
     body = ReadyResponse(
         ready=rt.ready,
         phase=rt.phase,
         reasons=rt.reasons(),
         models={p: ReadyModel(loaded=m.loaded, error=m.error) for p, m in rt.models.items()},
         detector=ReadyDetector(
+            name=det.name,
+            file=det.file,
             available=det.available,
-            path=str(det.path) if det.path else None,
+            optional=rt.settings.detector_optional,
             error=det.error,
             sha256_ok=det.sha256_ok,
         ),

@@ -25,6 +25,7 @@ async def list_models(request: Request) -> ModelsResponse:
         labels=card.labels,
         input=InputInfo(**card.input.model_dump()),
         crop_margin=card.crop_margin,
+        min_face_size=card.min_face_size,
         default_model=rt.default_precision(),
         detector=DetectorInfo(
             name=card.detector.name,
@@ -32,6 +33,9 @@ async def list_models(request: Request) -> ModelsResponse:
             error=rt.detector.error,
             score_threshold=card.detector.score_threshold,
             nms_threshold=card.detector.nms_threshold,
+            file=card.detector.file,
+            sha256=card.detector.sha256,
+            license=card.detector.license,
             runtime=rt.detector.runtime if rt.detector.available else None,
             max_side=rt.settings.detect_max_side,
         ),
@@ -43,6 +47,7 @@ async def list_models(request: Request) -> ModelsResponse:
                 sha256=entry.sha256,
                 loaded=rt.models[precision].loaded if precision in rt.models else False,
                 error=rt.models[precision].error if precision in rt.models else None,
+                decision_threshold=entry.decision_threshold,
                 metrics=entry.metrics,
             )
             for precision, entry in card.models.items()

@@ -91,6 +91,7 @@ async def predict(
     t0 = time.perf_counter()
     rt = get_runtime(request)
     precision = rt.check_model(model)
+    rt.check_detector(detect_faces)
     ctype = request.headers.get("content-type", "")
     media = ctype.split(";", 1)[0].strip().lower()
     if media != "multipart/form-data" and media not in _RAW_TYPES:
@@ -136,6 +137,7 @@ async def predict_snapshot(request: Request, body: SnapshotRequest) -> PredictRe
     t0 = time.perf_counter()
     rt = get_runtime(request)
     precision = rt.check_model(body.model)
+    rt.check_detector(body.detect_faces)
     data = decode_base64_image(body.image)
     rt.admit()
     try:
@@ -219,6 +221,7 @@ def _response(
                 detector_score=f.detector_score,
                 label=f.label,
                 mask_probability=min(1.0, max(0.0, f.mask_probability)),
+                too_small=f.too_small,
             )
             for f in pred.faces
         ],

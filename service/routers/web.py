@@ -1,20 +1,25 @@
-"""GET / (the camera page) and GET /static/<file> (its script and style sheet).
+"""GET / (the camera page), GET /static/<file> (its script and style sheet), and GET /docs (Swagger UI).
 
-Plain files from service/static/, no build step. Only files that exist directly in that folder are
-served (no sub-paths, so no traversal). The Content-Security-Policy limits the page to this origin:
-camera frames can only be sent back to this service (connect-src 'self').
+Plain files from service/static/, no build step. Only files that exist directly in that folder (or in
+static/swagger-ui/) are served (no sub-paths, so no traversal). /docs is FastAPI's Swagger page with its
+assets self-hosted from static/swagger-ui/ instead of a CDN, so the docs work offline.
+The camera page's Content-Security-Policy limits it to this origin: camera frames can only be sent
+back to this service (connect-src 'self').
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 
 from service.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+SWAGGER_DIR = STATIC_DIR / "swagger-ui"  # vendored swagger-ui-dist, see its README.md
+SWAGGER_URL = "/static/swagger-ui"
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -50,8 +55,8 @@ PAGE_HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-def _file_response(name: str) -> FileResponse:
-    path = STATIC_DIR / name
+def _file_response(name: str, folder: Path = STATIC_DIR) -> FileResponse:
+    path = folder / name
     media_type = _TYPES.get(path.suffix.lower())
     if "/" in name or "\\" in name or name.startswith(".") or media_type is None or not path.is_file():
         raise ApiError(404, "not_found", f"no static file {name!r}")
@@ -66,3 +71,22 @@ async def index() -> FileResponse:
 @router.get("/static/{name}")
 async def static_file(name: str) -> FileResponse:
     return _file_response(name)
+
+
+@router.get("/static/swagger-ui/{name}")
+async def swagger_file(name: str) -> FileResponse:
+    return _file_response(name, SWAGGER_DIR)
+
+
+@router.get("/docs")
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI with every asset from this service: no CDN, so it renders offline."""
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - API docs",
+        swagger_js_url=f"{root}{SWAGGER_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{SWAGGER_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{SWAGGER_URL}/favicon-32x32.png",
+        oauth2_redirect_url=None,
+    )

@@ -8,6 +8,7 @@
   const SNAPSHOT_MAX_SIDE = 640; // the detector works at <= 640 px anyway; smaller uploads are faster
   const JPEG_QUALITY = 0.8;
   const MASK_LABEL = "with_mask";
+  const UNKNOWN_LABEL = "unknown";
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -336,10 +337,14 @@
     }
   }
 
+  // kind: "mask" | "nomask" | "unknown" (a face too small to judge: the service says so, not a guess)
   function labelText(face) {
+    if (face.too_small || face.label === UNKNOWN_LABEL) {
+      return { kind: "unknown", text: "Too small to judge" };
+    }
     const masked = face.label === MASK_LABEL;
     const p = masked ? face.mask_probability : 1 - face.mask_probability;
-    return { masked, text: `${masked ? "Mask" : "No mask"} ${(p * 100).toFixed(0)}%` };
+    return { kind: masked ? "mask" : "nomask", text: `${masked ? "Mask" : "No mask"} ${(p * 100).toFixed(0)}%` };
   }
 
   function fillList(result, source) {
@@ -351,8 +356,8 @@
     els.list.replaceChildren(
       ...result.faces.map((face, i) => {
         const li = document.createElement("li");
-        const { masked, text } = labelText(face);
-        li.className = masked ? "mask" : "nomask";
+        const { kind, text } = labelText(face);
+        li.className = kind;
         li.dataset.label = face.label;
         li.dataset.probability = face.mask_probability.toFixed(4);
         li.dataset.box = face.box.join(",");
@@ -397,10 +402,10 @@
       const y = by * sy;
       const w = bw * sx;
       const h = bh * sy;
-      const { masked, text: full } = labelText(face);
+      const { kind, text: full } = labelText(face);
       // numbered like the list; a tiny face gets only its number so labels do not bury the picture
       const text = w < 3 * fontPx ? `#${i + 1}` : `#${i + 1} ${full}`;
-      const color = masked ? "#22c55e" : "#ef4444";
+      const color = { mask: "#22c55e", nomask: "#ef4444", unknown: "#9ca3af" }[kind];
       ctx.lineWidth = Math.max(2, fontPx / 6);
       ctx.strokeStyle = color;
       ctx.strokeRect(x, y, w, h);

@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.conftest import ServerFactory
+from masklite.paths import YUNET_FILENAME
+from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle, flip_middle_byte
 
 
 def jpeg() -> bytes:
@@ -34,6 +35,9 @@ def test_ready_server(live_server: str) -> None:
     body = r.json()
     assert body["ready"] is True and body["phase"] == "ready" and body["reasons"] == []
     assert body["detector"]["available"] is True and body["detector"]["sha256_ok"] is True
+    assert body["detector"]["name"] == "yunet" and body["detector"]["file"] == YUNET_FILENAME
+    assert "path" not in body["detector"]
+    _assert_no_server_paths(r.text)
     assert body["models"] and all(m["loaded"] for m in body["models"].values())
     assert {"int8", "float32"} <= set(body["models"])
 
@@ -73,25 +77,93 @@ def test_not_ready_until_warmed_up(server_factory: ServerFactory) -> None:
         handle.stop()
 
 
-def test_missing_detector_still_serves_whole_images(server_factory: ServerFactory, tmp_path: Path) -> None:
-    handle = server_factory.start({"MASKLITE_DETECTOR_PATH": str(tmp_path / "absent.onnx")})
+def upload_whole(base: str) -> httpx.Response:
+    return httpx.post(
+        f"{base}/v1/predict",
+        params={"model": "int8", "detect_faces": "false"},
+        files={"file": ("x.jpg", jpeg())},
+        timeout=60,
+    )
+
+
+def _assert_no_server_paths(text: str, *paths: Path) -> None:
+    """Unauthenticated routes name files, never the server's directories."""
+    for path in (REPO_ROOT, *paths):
+        assert str(path) not in text, f"{path} leaked: {text}"
+
+
+def _assert_detector_not_ready(handle: ServerHandle, needle: str, *paths: Path) -> None:
+    """503 not-ready with the detector's reason; faces are refused, whole images still served."""
+    body = _wait_settled(handle.url)
+    r = httpx.get(f"{handle.url}/health/ready")
+    assert r.status_code == 503 and r.headers["retry-after"], r.text
+    assert body["ready"] is False and body["phase"] == "degraded", body
+    assert body["detector"]["available"] is False and body["detector"]["optional"] is False
+    assert needle in body["detector"]["error"], body
+    assert any("face detector" in reason and needle in reason for reason in body["reasons"]), body
+    assert all(m["loaded"] for m in body["models"].values())  # the classifiers are fine
+    _assert_no_server_paths(r.text, *paths)
+    faces = upload(handle.url)
+    assert faces.status_code == 503, faces.text
+    assert faces.json()["error"]["code"] == "detector_unavailable" and faces.headers["retry-after"]
+    _assert_no_server_paths(faces.text, *paths)
+    whole = upload_whole(handle.url)  # asked for explicitly: still served
+    assert whole.status_code == 200, whole.text
+    out = whole.json()
+    assert [f["box"] for f in out["faces"]] == [[0, 0, 320, 240]] and out["warnings"] == []
+    models = httpx.get(f"{handle.url}/v1/models")
+    assert models.json()["detector"]["available"] is False
+    _assert_no_server_paths(models.text, *paths)
+    assert handle.alive() and httpx.get(f"{handle.url}/health/live").status_code == 200
+
+
+def test_missing_detector_is_not_ready(server_factory: ServerFactory, tmp_path: Path) -> None:
+    handle = server_factory.start(
+        {"MASKLITE_DETECTOR_PATH": str(tmp_path / "absent.onnx")}, wait="/health/live"
+    )
+    try:
+        _assert_detector_not_ready(handle, "absent.onnx", tmp_path)
+    finally:
+        handle.stop()
+    assert "face detector unavailable, NOT READY" in handle.logs()
+
+
+def test_corrupt_shipped_detector_is_not_ready(
+    server_factory: ServerFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    """One flipped byte in the models folder's detector: OpenCV would still load it, the sha256 does not."""
+    broken = _copy_models(models_dir, tmp_path / "models")
+    card = json.loads((broken / "model_card.json").read_text())
+    flip_middle_byte(broken / card["detector"]["file"])
+    env = {"MASKLITE_MODELS_DIR": str(broken), "MASKLITE_DETECTOR_PATH": ""}
+    handle = server_factory.start(env, wait="/health/live")
+    try:
+        _assert_detector_not_ready(handle, "sha256", broken)
+        assert httpx.get(f"{handle.url}/health/ready").json()["detector"]["sha256_ok"] is False
+    finally:
+        handle.stop()
+
+
+def test_detector_optional_opts_in_to_whole_images(server_factory: ServerFactory, tmp_path: Path) -> None:
+    env = {"MASKLITE_DETECTOR_PATH": str(tmp_path / "absent.onnx"), "MASKLITE_DETECTOR_OPTIONAL": "true"}
+    handle = server_factory.start(env)
     try:
         r = httpx.get(f"{handle.url}/health/ready")
         assert r.status_code == 200
         body = r.json()
-        assert body["ready"] is True
+        assert body["ready"] is True and body["detector"]["optional"] is True
         assert body["detector"]["available"] is False and "absent.onnx" in body["detector"]["error"]
         assert body["warnings"]
+        _assert_no_server_paths(r.text, tmp_path)
         p = upload(handle.url)
         assert p.status_code == 200
         out = p.json()
         assert [f["box"] for f in out["faces"]] == [[0, 0, 320, 240]]
         assert out["faces"][0]["detector_score"] is None
         assert out["warnings"] and "detector" in out["warnings"][0]
-        assert httpx.get(f"{handle.url}/v1/models").json()["detector"]["available"] is False
     finally:
         handle.stop()
-    assert "face detector unavailable" in handle.logs()
+    assert "face detector unavailable, whole images will be classified" in handle.logs()
 
 
 def _copy_models(models_dir: Path, target: Path) -> Path:
@@ -104,10 +176,7 @@ def test_corrupt_model_means_not_ready_but_alive(
 ) -> None:
     broken = _copy_models(models_dir, tmp_path / "models")
     card = json.loads((broken / "model_card.json").read_text())
-    int8_file = broken / card["models"]["int8"]["file"]
-    data = bytearray(int8_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    int8_file.write_bytes(bytes(data))
+    flip_middle_byte(broken / card["models"]["int8"]["file"])
     handle = server_factory.start({"MASKLITE_MODELS_DIR": str(broken)}, wait="/health/live")
     try:
         handle.wait_for("/health/live")

@@ -1,4 +1,5 @@
-"""Training-test fixtures: real asset paths from the environment; a test skips with a reason when unset."""
+"""Training-test fixtures: real asset paths from the environment (or the ../shared fallback in
+tests/conftest.py); a test skips with a reason when one is absent. The detector ships in models/."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from masklite.paths import (
     DEFAULT_MODELS_DIR,
     ENV_BACKBONE_WEIGHTS,
     ENV_DATA_DIR,
-    ENV_DETECTOR_PATH,
+    ENV_DATASETS_DIR,
     ENV_SCENES_DIR,
+    resolve_detector_path,
 )
 
 
@@ -33,12 +35,19 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_path() -> Path:
-    return _env_dir(ENV_DETECTOR_PATH)
+    """$MASKLITE_DETECTOR_PATH, else the YuNet file shipped in models/."""
+    return resolve_detector_path()
 
 
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     return _env_dir(ENV_BACKBONE_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """The root of the cross-source sets (macwinwin-scenes, wider-val-sample, rmfd-…, scenes-sample)."""
+    return _env_dir(ENV_DATASETS_DIR)
 
 
 @pytest.fixture(scope="session")

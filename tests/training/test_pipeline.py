@@ -19,6 +19,7 @@ from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, crop_face
 from masklite.image import read_image_file
 from masklite.preprocess import preprocess
+from training.features import VIEW_KINDS
 
 PER_CLASS = 40
 PARITY_CROPS = 60
@@ -27,9 +28,41 @@ INT8_P95_TOL = 0.10
 INT8_MEAN_TOL = 0.03
 
 
+def tiny_sources(datasets_root: Path, target: Path, per_source: int = 4) -> Path:
+    """A few real images per cross-source set, in the same layout (symlinks)."""
+    import csv
+
+    from training.sources import SOURCE_FOLDERS
+
+    for source in ("macwinwin", "wider", "scenes"):
+        src, dst = datasets_root / SOURCE_FOLDERS[source], target / SOURCE_FOLDERS[source]
+        (dst / "annotations").mkdir(parents=True)
+        (dst / "images").mkdir()
+        for xml in sorted((src / "annotations").glob("*.xml"))[:per_source]:
+            os.symlink(xml, dst / "annotations" / xml.name)
+            image = next((src / "images").glob(f"{xml.stem}.*"))
+            os.symlink(image, dst / "images" / image.name)
+    src, dst = datasets_root / SOURCE_FOLDERS["rmfd"], target / SOURCE_FOLDERS["rmfd"]
+    (dst / "with_mask").mkdir(parents=True)
+    with open(src / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_folder: dict[str, list[dict]] = {}
+    for r in rows:
+        by_folder.setdefault(r["source_path"].split("/")[1], []).append(r)
+    keep = [r for group in list(by_folder.values())[:3] for r in group[:2]]  # 3 folders: one per part
+    with open(dst / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    for r in keep:
+        os.symlink(src / r["file"], dst / r["file"])
+    return target
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, data_dir, detector_path, weights_path, tf):
-    """A 2x40-image ImageFolder (symlinks to the real data), prepared and featurised once."""
+def tiny(tmp_path_factory, data_dir, detector_path, weights_path, datasets_root, tf):
+    """A 2x40-image ImageFolder plus a few images of every cross-source set (symlinks to the real data),
+    prepared and featurised once."""
     from training.config import FeatureConfig, PrepareConfig
     from training.stages import stage_features, stage_prepare
 
@@ -45,8 +78,10 @@ def tiny(tmp_path_factory, data_dir, detector_path, weights_path, tf):
             os.symlink(files[i], data / label / files[i].name)
         rest[label] = [files[i] for i in order[PER_CLASS : PER_CLASS + PARITY_CROPS]]
     work = root / "work"
-    stage_prepare(data, detector_path, work, PrepareConfig(), progress=False)
-    stage_features(data, work, FeatureConfig(train_views=1), str(weights_path), progress=False)
+    sources = tiny_sources(datasets_root, root / "datasets")
+    stage_prepare(data, detector_path, work, PrepareConfig(), progress=False, datasets_root=sources)
+    config = FeatureConfig(plain_views=1, train_views=1, mask_views=1)
+    stage_features(data, work, config, str(weights_path), progress=False)
     return {"work": work, "data": data, "held_out": rest, "root": root}
 
 
@@ -67,6 +102,16 @@ def test_smoke_one_epoch_export_and_run(tiny, weights_path):
         "masklite_int8.tflite",
         "model_card.json",
     ]
+    # every source reached training, and the card lists it with its licence
+    from training.features import load_split
+
+    train = load_split(tiny["work"] / "features", "train")
+    assert set(train["source"]) == {"chandrikadeb7", "macwinwin", "wider", "rmfd"}
+    assert {"plain", "degraded", "masked"} <= {VIEW_KINDS[k] for k in train["kind"]}
+    listed = card.dataset["cross_source"]
+    assert set(listed["faces"]) == {"macwinwin", "wider", "rmfd", "scenes"}
+    assert all(listed["faces"][s].get("train") for s in ("macwinwin", "wider", "rmfd"))
+    assert "research" in listed["licences"]["wider"]
     x = preprocess(
         [read_image_file(str(p)) for p in sorted((tiny["data"] / "with_mask").iterdir())[:4]], card.input
     )

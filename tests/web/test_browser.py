@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou, skip_or_fail
+from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou
+from tests.web.conftest import CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
 # Scenes whose annotated faces the shipped int8 model labels correctly, with faces big enough to survive
 # the page's 640 px snapshot; one with both classes for the camera, another for the upload path.
 CAMERA_SCENE = "scene_07"
@@ -34,13 +34,7 @@ VIDEO_FPS = 10
 WAIT_MS = 60_000
 
 FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *CHROMIUM_FLAGS,
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
@@ -161,13 +155,6 @@ def overlay_painted_pixels(page: Page) -> int:
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        skip_or_fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run installs it)")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
