@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(format_phone(result["phone"]))
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["conditions"] = stats.conditions(before, stats.snapshot())
-    noisy = bool(result["conditions"]["noisy"])
+    # the load may rise and fall within a long run: any noisy section makes the whole result noisy
+    sections = [result] + [result.get(k) or {} for k in ("stages", "detectors", "phone")]
+    noisy = any(bool((sec.get("conditions") or {}).get("noisy")) for sec in sections)
+    result["conditions"]["noisy"] = noisy
+    result["conditions"]["note"] = stats.NOISY_NOTE if noisy else ""
     result["noisy"] = noisy
 
     checks = evaluate_targets(result)
