@@ -225,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         result["phone"] = phone_costs(args.models_dir, None, args.phone_runs, args.scenes_dir)
         extra.append(format_phone(result["phone"]))
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # the in-process part's own window, then the whole run's
+    result["inprocess_conditions"] = result.get("conditions")
     result["conditions"] = stats.conditions(before, stats.snapshot())
     # the load may rise and fall within a long run: any noisy section makes the whole result noisy
-    sections = [result] + [result.get(k) or {} for k in ("stages", "detectors", "phone")]
-    noisy = any(bool((sec.get("conditions") or {}).get("noisy")) for sec in sections)
+    windows = [result["conditions"], result["inprocess_conditions"]] + [
+        (result.get(k) or {}).get("conditions") for k in ("stages", "detectors", "phone")
+    ]
+    noisy = any(bool((w or {}).get("noisy")) for w in windows)
     result["conditions"]["noisy"] = noisy
     result["conditions"]["note"] = stats.NOISY_NOTE if noisy else ""
     result["noisy"] = noisy
