@@ -43,7 +43,7 @@ lint:
 bench:  ## classifier + pipeline + HTTP + load benchmarks (~5 min); prints tables, writes benchmarks/
 	$(PY) -m service.bench
 
-bench-ci:  ## short /v1/benchmark job on a fresh service (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios
+bench-ci:  ## waits <= 3 min for load avg < 1.0, then a short /v1/benchmark job (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios, never on noise
 	$(PY) -m service.bench.ci
 
 build-models:  ## prepare -> train -> export -> evaluate, writes models/

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,9 +35,39 @@ YUNET_SOURCE = (
 )
 
 
+class DerivedDetectorFile(BaseModel):
+    """A detector file made from the upstream YuNet for one runtime (tools/convert_yunet.py), in models/."""
+
+    file: str
+    sha256: str
+    provenance: str
+
+
+_UPSTREAM = "the upstream YuNet face_detection_yunet_2023mar.onnx (opencv_zoo; sha256 8f2383e4…fa4)"
+# Same weights, same scores; each runs at the image's own aspect ratio. Checked against the upstream file
+# and OpenCV's detector by tests/masklite/test_yunet.py.
+DERIVED_DETECTOR_FILES = {
+    "litert": DerivedDetectorFile(
+        file="face_detection_yunet_2023mar_dynamic_float32.tflite",
+        sha256="45cbc730d5e05a9f1a961791226bd1e0160c70f797240e13affdd6008b04b076",
+        provenance=f"derived from {_UPSTREAM} by tools/convert_yunet.py tflite (onnx 1.23, onnx2tf 1.28.8, "
+        "tensorflow 2.21): input height/width made symbolic, each head cut before its Transpose+Reshape "
+        "(outputs: the 12 conv maps, sigmoid kept on cls/obj), float32 TFLite; weights unchanged",
+    ),
+    "onnxruntime": DerivedDetectorFile(
+        file="face_detection_yunet_2023mar_dynamic.onnx",
+        sha256="ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0",
+        provenance=f"derived from {_UPSTREAM} by tools/convert_yunet.py dynamic (onnx 1.23): input dims "
+        "640x640 -> symbolic height x width, recorded shapes dropped; weights and nodes unchanged; outputs "
+        "checked equal to the upstream file at 640x640",
+    ),
+}
+
+
 class DetectorSpec(BaseModel):
     """The face detector shipped in models/ beside the classifiers. The provenance fields default to the
-    shipped YuNet so a re-export (training builds this from the prepare report) keeps them."""
+    shipped YuNet so a re-export (training builds this from the prepare report) keeps them. file/sha256:
+    the upstream YuNet (OpenCV's runtime loads it); runtime_files: what LiteRT / onnxruntime load."""
 
     name: str = "yunet"
     file: str = YUNET_FILENAME
@@ -48,6 +78,14 @@ class DetectorSpec(BaseModel):
     license: str = YUNET_LICENSE
     license_file: str = "face_detection_yunet_LICENSE.txt"
     source: str = YUNET_SOURCE
+    # which runtime serves it; all decode the same way, so the thresholds above mean the same on each
+    runtime: Literal["litert", "onnxruntime", "opencv"] = "litert"
+    runtime_files: dict[str, DerivedDetectorFile] = Field(
+        default_factory=lambda: dict(DERIVED_DETECTOR_FILES)
+    )
+
+    # what training must carry over when it regenerates the card (it only measures the fields above them)
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("runtime", "runtime_files")
 
 
 class ModelEntry(BaseModel):

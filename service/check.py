@@ -1,7 +1,7 @@
 """`python -m service check` (or `make check`): a first-run check a user can run before serving.
 
 Verifies what the service would load, exactly as it loads it: the model card, every model's sha256 and
-that LiteRT loads it, the face detector (file, sha256 against the card, OpenCV loads it), the thread
+that LiteRT loads it, the face detector (file, sha256 against the card, its runtime loads it), the thread
 settings, and that the whole app imports. Then one detection and one classification per model on the
 bundled sample image, printing what was found and how long each stage took. Exit 0 when everything
 passed, 1 with the reason on the first broken part (a damaged model, a missing detector, ...).
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from masklite.card import ModelCard, load_card, verify_detector_file, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector
+from masklite.faces import make_detector, resolve_detector_file
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path
 from masklite.pipeline import predict_faces
@@ -81,11 +81,20 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
             "detector", lambda: resolve_detector_path(settings.detector_path, settings.models_dir, spec.file)
         )
         r.step("detector", lambda: verify_detector_file(card, det_path))
+        # the runtime the service uses, from the file derived for it (sha256-checked against the card)
+        runtime = settings.detector_runtime or spec.runtime
+        run_path, _ = r.step(
+            "detector", lambda: resolve_detector_file(spec, runtime, settings.models_dir, det_path)
+        )
         detector, ms = r.step(
-            "detector", lambda: FaceDetector(det_path, spec.score_threshold, spec.nms_threshold)
+            "detector",
+            lambda: make_detector(
+                runtime, run_path, spec.score_threshold, spec.nms_threshold, settings.detect_max_side
+            ),
         )
         sha = f"sha256 {spec.sha256[:12]}… matches the card" if spec.sha256 else "no sha256 in the card"
-        r.line("ok", "detector", f"{spec.name} {det_path}, {sha}, loads in {ms:.0f} ms")
+        via = f"; {runtime} runs {run_path.name}" if run_path != det_path else f"; {runtime}"
+        r.line("ok", "detector", f"{spec.name} {det_path}, {sha}{via}, loads in {ms:.0f} ms")
         cpus = _cpus()
         ocv = "OpenCV default" if settings.opencv_threads is None else f"OpenCV {settings.opencv_threads}"
         threads = f"{settings.threads} inference threads x {settings.workers} workers, {ocv}, {cpus} CPUs"

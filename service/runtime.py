@@ -30,8 +30,8 @@ import numpy as np
 
 from masklite.card import ChecksumError, ModelCard, load_card, verify_detector_file, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector
-from masklite.image import decode_image
+from masklite.faces import FaceDetector, make_detector, resolve_detector_file
+from masklite.infer import infer_bytes
 from masklite.paths import resolve_detector_path
 from masklite.pipeline import Prediction, predict_faces
 from service import metrics
@@ -68,6 +68,7 @@ class DetectorState:
     available: bool = False
     error: str | None = None  # path-free (redact_paths)
     sha256_ok: bool | None = None
+    runtime: str = "opencv"
 
 
 @dataclass
@@ -213,6 +214,7 @@ class Runtime:
         self.detector.name = spec.name
         self.detector.file = s.detector_path.name if s.detector_path else spec.file
         try:
+            runtime = s.detector_runtime or spec.runtime
             path = resolve_detector_path(s.detector_path, s.models_dir, spec.file)
             self.detector.file = path.name
             try:
@@ -223,6 +225,11 @@ class Runtime:
                 if not s.detector_optional:
                     raise
                 log.warning("detector %s does not match the card's sha256; using it anyway (optional)", path)
+                runtime = "opencv"  # another .onnx than the card's: only OpenCV runs it as it is
+            # litert / onnxruntime load the file derived from the .onnx for them (sha256 from the card);
+            # `file` stays the card's detector (what the routes report), `runtime` says what runs it
+            path = resolve_detector_file(spec, runtime, s.models_dir, path)
+            self.detector.runtime = runtime
             self._make_detector(path)
         except Exception as exc:  # noqa: BLE001 - reported by /health/ready, never a crash
             message = f"{type(exc).__name__}: {exc}"
@@ -236,7 +243,8 @@ class Runtime:
 
     def _make_detector(self, path: Path) -> FaceDetector:
         spec = self.card.detector  # type: ignore[union-attr]
-        return FaceDetector(path, score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold)
+        side = self.settings.detect_max_side
+        return make_detector(self.detector.runtime, path, spec.score_threshold, spec.nms_threshold, side)
 
     def _thread_state(self) -> _ThreadState:
         state: _ThreadState | None = getattr(self._local, "state", None)
@@ -333,20 +341,26 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn, *args)
 
     def infer(
-        self, data: bytes, precision: str, detect_faces: bool, min_face: int, submitted: float
+        self,
+        data: bytes,
+        precision: str,
+        detect_faces: bool,
+        min_face: int,
+        submitted: float,
+        detect_size: int | None = None,
     ) -> InferenceResult:
-        """On an inference thread: decode (the only decoder: masklite.image) then masklite.pipeline."""
+        """On an inference thread: masklite.infer (reduced-size decode where it can, then the pipeline)."""
         t0 = time.perf_counter()
-        rgb = decode_image(data, max_pixels=self.settings.max_pixels)
-        t1 = time.perf_counter()
         state = self._thread_state()
-        pred = predict_faces(
-            rgb,
-            self.card,
+        res = infer_bytes(
+            data,
+            self.card,  # type: ignore[arg-type]
             state.classifiers[precision],
             state.detector,
             detect_faces,
-            min_face,  # type: ignore[arg-type]
+            min_face,
+            detect_size,
+            self.settings.max_pixels,
             precision=precision,
         )
-        return InferenceResult(rgb.shape[1], rgb.shape[0], pred, (t1 - t0) * 1e3, (t0 - submitted) * 1e3)
+        return InferenceResult(res.width, res.height, res.prediction, res.decode_ms, (t0 - submitted) * 1e3)

@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 MODEL_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 MAX_MIN_FACE = 10_000
+# detector input side a client may ask for: below 160 YuNet finds little, above 1280 costs ~4x 640
+MIN_DETECT_SIZE, MAX_DETECT_SIZE = 160, 1280
 
 
 class ModelRef(BaseModel):
@@ -59,6 +61,13 @@ class SnapshotRequest(BaseModel):
     model: str = Field("int8", pattern=MODEL_PATTERN, description="a precision from /v1/models")
     detect_faces: bool = True
     min_face_size: int = Field(0, ge=0, le=MAX_MIN_FACE, description="ignore faces smaller than this (px)")
+    detect_size: int | None = Field(
+        None,
+        ge=MIN_DETECT_SIZE,
+        le=MAX_DETECT_SIZE,
+        description="detector input's longer side (px); smaller is faster, finds fewer small faces. "
+        "Default: MASKLITE_DETECT_MAX_SIDE. Images are never enlarged to it",
+    )
 
 
 class InputInfo(BaseModel):
@@ -88,6 +97,8 @@ class DetectorInfo(BaseModel):
     file: str | None = Field(None, description="the card's detector file, shipped in models/")
     sha256: str | None = None
     license: str | None = None
+    runtime: str | None = Field(None, description="what runs YuNet: litert, onnxruntime or opencv")
+    max_side: int | None = Field(None, description="default detector input side (MASKLITE_DETECT_MAX_SIDE)")
 
 
 class ModelsResponse(BaseModel):

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         False,
         description="true: ready without a usable face detector (whole images classified, with a warning)",
     )
+    detector_runtime: Literal["litert", "onnxruntime", "opencv"] | None = Field(
+        None, description="what runs YuNet; unset: the model card's detector.runtime (litert)"
+    )
+    detect_max_side: int = Field(
+        640, ge=160, le=1280, description="detector input's longer side; requests may set detect_size"
+    )
     max_inflight: int = Field(16, ge=1, description="requests admitted to inference at once, per worker")
     max_body_bytes: int = Field(10_000_000, ge=1, description="largest request body")
     # 4096x4096: any phone photo up to ~16 MP. Decoding costs ~7 bytes per pixel at peak (Pillow's RGBX

@@ -117,6 +117,7 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         f"* Crop: YuNet face box grown by **{card.crop_margin}** of its longer side on each side, squared and "
         "clipped (`masklite.faces.crop_face`). The int8 model takes int8 input/output; `Classifier` "
         "(de)quantises at the edges.",
+        *_detector_lines(card),
         "",
         "## Model",
         "",
@@ -318,16 +319,29 @@ def _build_table(t: dict) -> list[str]:
     return lines
 
 
+def _detector_lines(card: ModelCard) -> list[str]:
+    d = card.detector
+    lines = [
+        f"* Face detector: YuNet `{d.file}` (sha256 `{d.sha256}`), score threshold {d.score_threshold}, "
+        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.yunet`) are "
+        "OpenCV's, so the scores and thresholds mean the same on every runtime. Files derived from it:"
+    ]
+    lines += [
+        f"  * {rt}: `{f.file}` (sha256 `{f.sha256}`): {f.provenance}." for rt, f in d.runtime_files.items()
+    ]
+    return lines
+
+
 def _speed_note(speed: float | None, speed10: float | None, lat8: dict, shrink: float) -> list[str]:
     if speed is None or max(speed, speed10 or 0) >= 1.8:
         return []
     cpu = lat8.get("cpu", "this CPU")
+    # no explanation from the CPU's instruction set: a busy build machine alone gives such numbers
     return [
         "",
-        f"**The ≥ 1.8× int8 speed-up target is not met on {cpu}.** Without VNNI instructions, LiteRT's "
-        "XNNPACK runs int8 MobileNetV2 at about the float32 speed (the benchmarks found the same). What int8 "
-        f"buys here is a {shrink:.1f}× smaller file with the same accuracy; on CPUs with VNNI (or Arm dot-product "
-        "instructions) the int8 kernels are the faster ones. Re-measure with `python -m training latency`.",
+        f"**The ≥ 1.8× int8 speed-up target is not met in this measurement on {cpu}.** What int8 buys for "
+        f"certain is a {shrink:.1f}× smaller file with the same accuracy. Check the load average the latency "
+        "was measured at, and re-measure on a quiet machine with `make bench` (it marks noisy runs).",
     ]
 
 

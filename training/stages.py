@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masklite.card import DetectorSpec, ModelCard, ModelEntry, save_card
+from masklite.card import DetectorSpec, ModelCard, ModelEntry, load_card, save_card
 from masklite.paths import sha256_file
 from training.config import FeatureConfig, HeadConfig, PrepareConfig
 from training.export import (
@@ -152,6 +152,15 @@ def library_versions() -> dict:
     }
 
 
+def _detector_runtime_fields(models_dir: Path) -> dict[str, object]:
+    """The serving detector's runtime fields of the card being replaced (training does not make them)."""
+    try:
+        previous = load_card(models_dir).detector
+    except (OSError, ValueError):
+        return {}
+    return {k: getattr(previous, k) for k in DetectorSpec.RUNTIME_FIELDS}
+
+
 def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> ModelCard:
     """Writes both .tflite files and model_card.json (metrics are filled in by evaluate).
 
@@ -202,7 +211,8 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                 **{
                     k: report["detector"][k]
                     for k in ("name", "file", "sha256", "score_threshold", "nms_threshold")
-                }
+                },
+                **_detector_runtime_fields(models_dir),
             ),
             models=entries,
             dataset={

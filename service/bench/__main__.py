@@ -1,8 +1,13 @@
 """`python -m service.bench` (`make bench`): the whole benchmark, printed and written to benchmarks/.
 
 In-process (classifier per model x threads x batch, pipeline per stage on the 640x480 target and the
-scenes, scenes recall/accuracy, RSS), then against a real `python -m service` on loopback: HTTP round trip
-vs in-process, and a concurrency sweep per server setup (workers x threads).
+scenes, scenes recall/accuracy, RSS), CPU ms per stage and recall per detect size (service.bench.stages),
+today's OpenCV detector beside the new one on the same images (service.bench.detectors), a 12 MP photo
+against the same photo at 1024 px (service.bench.phone), then against a real `python -m service` on
+loopback: HTTP round trip vs in-process, and a concurrency sweep per server setup (workers x threads; the
+first is the shipped default). Every number of the issue #14 targets is in the output and benchmark.json;
+load average and steal time are recorded before and after, and a busy machine is marked "noisy".
+Run it on a quiet machine: nothing else running, no helpers, no builds.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from typing import Any
 from tqdm import tqdm
 
 from masklite.paths import DEFAULT_MODELS_DIR, REPO_ROOT
+from service.bench import stats
+from service.bench.detectors import compare_detectors, format_detectors
 from service.bench.images import load_files, load_scenes, make_target_image, scenes_dir
+from service.bench.phone import format_phone, phone_costs
 from service.bench.report import format_result, save_chart
 from service.bench.runner import BenchConfig, run_benchmark
+from service.bench.stages import format_costs, stage_costs
 from service.bench.targets import checks_as_json, evaluate_targets, format_checks
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks"
@@ -114,6 +123,7 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                     )[0]
                     add_cpu_cost(run, server.cpu_seconds() - cpu0, time.process_time() - client0)
                     run["workers"], run["threads"], run["opencv_threads"] = workers, threads, cv_threads
+                    run["default_setup"] = i == 0 and not args.load_setups_given
                     load_runs.append(run)
             servers[label] = {
                 "workers": workers,
@@ -151,13 +161,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--load-model", default="int8")
     ap.add_argument("--no-server", action="store_true", help="in-process numbers only")
+    ap.add_argument("--sides", default="320,480,640", help="detect sizes for the per-stage CPU table")
+    ap.add_argument("--stage-runs", type=int, default=30)
+    ap.add_argument("--detector-runs", type=int, default=50, help="interleaved detect() calls per detector")
+    ap.add_argument("--phone-runs", type=int, default=15)
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to leave out: stages,detectors,phone (for quick looks only)",
+    )
     ap.add_argument("--quick", action="store_true", help="few runs: a smoke test of the whole harness")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.json/.txt/.md/.png")
     args = ap.parse_args(argv)
+    # the first setup is the shipped default (1 worker x MASKLITE_THREADS=2) unless the caller chose setups
+    args.load_setups_given = any(a.startswith("--load-setups") for a in (argv or sys.argv[1:]))
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    before = stats.snapshot()
     if args.quick:
         args.runs, args.warmup, args.pipeline_runs, args.scene_repeats = 10, 2, 5, 1
         args.http_runs, args.load_duration, args.load_levels = 10, 2.0, "1,4"
         args.load_setups = args.load_setups.split(",")[0]
+        args.stage_runs, args.detector_runs, args.phone_runs, args.sides = 3, 5, 3, "640"
 
     config = BenchConfig(
         models_dir=args.models_dir,
@@ -186,16 +210,44 @@ def main(argv: list[str] | None = None) -> int:
             print("no image for the HTTP runs: set MASKLITE_SCENES_DIR or pass --images", file=sys.stderr)
         else:
             run_http_and_load(args, result, image)
+    extra = []
+    if "stages" not in skip:
+        sides = _ints(args.sides)
+        print("per-stage CPU per detect size ...", file=sys.stderr, flush=True)
+        result["stages"] = stage_costs(args.models_dir, sides, args.stage_runs, None, None)
+        extra.append(format_costs(result["stages"]))
+    if "detectors" not in skip:
+        print("OpenCV vs new detector ...", file=sys.stderr, flush=True)
+        result["detectors"] = compare_detectors(args.models_dir, None, args.detector_runs, args.scenes_dir)
+        extra.append(format_detectors(result["detectors"]))
+    if "phone" not in skip:
+        print("12 MP vs 1024 px ...", file=sys.stderr, flush=True)
+        result["phone"] = phone_costs(args.models_dir, None, args.phone_runs, args.scenes_dir)
+        extra.append(format_phone(result["phone"]))
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # the in-process part's own window, then the whole run's
+    result["inprocess_conditions"] = result.get("conditions")
+    result["conditions"] = stats.conditions(before, stats.snapshot())
+    # the load may rise and fall within a long run: any noisy section makes the whole result noisy
+    windows = [result["conditions"], result["inprocess_conditions"]] + [
+        (result.get(k) or {}).get("conditions") for k in ("stages", "detectors", "phone")
+    ]
+    noisy = any(bool((w or {}).get("noisy")) for w in windows)
+    result["conditions"]["noisy"] = noisy
+    result["conditions"]["note"] = stats.NOISY_NOTE if noisy else ""
+    result["noisy"] = noisy
 
     checks = evaluate_targets(result)
     result["targets"] = checks_as_json(checks)
-    text = format_result(result) + "\n\n" + format_checks(checks)
+    text = "\n\n".join([format_result(result), *extra, format_checks(checks, noisy=noisy)])
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "benchmark.txt").write_text(text + "\n")
-    (args.out / "benchmark.md").write_text(format_result(result, markdown=True) + "\n")
+    md = format_result(result, markdown=True)
+    if extra:
+        md += "\n\n```\n" + "\n\n".join(extra) + "\n```"
+    (args.out / "benchmark.md").write_text(md + "\n")
     save_chart(result, args.out / "benchmark.png")
     print(f"\nwrote benchmark.json/.txt/.md/.png in {args.out}", file=sys.stderr)
     return 0

@@ -116,7 +116,9 @@ def run_benchmark_job(
     result["targets"] = checks_as_json(checks)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / TABLE_FILE).write_text(format_result(result) + "\n\n" + format_checks(checks) + "\n")
+    noisy = bool((result.get("conditions") or {}).get("noisy"))
+    text = format_result(result) + "\n\n" + format_checks(checks, noisy=noisy)
+    (out_dir / TABLE_FILE).write_text(text + "\n")
     if charts_available():  # optional (extra `charts`): the Docker image has no matplotlib
         save_chart(result, out_dir / CHART_FILE)
     return result

@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     runs = []
+    before = stats.snapshot()
     for level in levels:
         run = run_load_sync(
             LoadConfig(
@@ -246,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {lat.get('p99', 0):7.2f} ms  status {run['status_counts']}  errors {run['errors']}",
             flush=True,
         )
+    cond = stats.conditions(before, stats.snapshot())
+    print(stats.conditions_line(cond))
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"runs": runs, "conditions": cond}, indent=2) + "\n")
     return 0
 
 

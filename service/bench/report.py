@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from service.bench.stats import conditions_line
+
 STAGES = ("decode", "detect", "classify")
 
 
@@ -86,6 +88,8 @@ def format_result(result: dict[str, Any], markdown: bool = False) -> str:
     def note(text: str) -> str:
         return "\n" + text.strip() + ("  " if md else "")
 
+    if "conditions" in result:  # first line: a noisy run must not be read as a quiet one
+        out.append(conditions_line(result["conditions"]) + ("  " if md else ""))
     m = result.get("machine", {})
     out.append(
         f"machine: {m.get('nproc')} cpu ({m.get('cpu_model')}; {' '.join(m.get('cpu_flags') or [])}), "

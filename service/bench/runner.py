@@ -1,6 +1,6 @@
 """The in-process benchmark: classifier latency, pipeline latency per stage, scenes recall/accuracy, memory.
 
-Everything runs through masklite (Classifier, decode_image, predict_faces): the exact path the service
+Everything runs through masklite (Classifier, masklite.infer.infer_bytes): the exact path the service
 takes, so the numbers are the service's numbers minus HTTP.
 """
 
@@ -9,19 +9,25 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-import masklite.faces as faces_module
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector, crop_face, match_boxes
+from masklite.faces import (
+    DETECT_MAX_SIDE,
+    FaceDetector,
+    crop_face,
+    make_detector,
+    match_boxes,
+    resolve_detector_file,
+)
 from masklite.image import decode_image
-from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path
-from masklite.pipeline import predict_faces
+from masklite.infer import infer_bytes
+from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.preprocess import preprocess
 from service.bench import stats
 from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
@@ -49,7 +55,8 @@ class BenchConfig:
     images: list[BenchImage] | None = None  # given images replace the scenes set
     detector_path: Path | None = None
     include_pipeline: bool = True
-    detect_max_side: int | None = None  # a what-if: YuNet input size (masklite.faces.DETECT_MAX_SIDE)
+    detect_max_side: int | None = None  # a what-if: YuNet input size (default masklite.faces.DETECT_MAX_SIDE)
+    detector_runtime: str | None = None  # None: the card's detector.runtime
 
 
 class Steps:
@@ -177,16 +184,19 @@ def bench_classifiers(
 
 
 def run_pipeline_once(
-    image: BenchImage, card: ModelCard, classifier: Classifier, detector: FaceDetector | None
+    image: BenchImage,
+    card: ModelCard,
+    classifier: Classifier,
+    detector: FaceDetector | None,
+    detect_size: int | None = None,
 ) -> tuple[dict[str, float], list]:
-    """decode -> detect -> classify, as the service does it; stage times in ms (+ process CPU ms)."""
+    """decode -> detect -> classify, as the service does it (masklite.infer); stage times in ms (+ CPU)."""
     c0, t0 = time.process_time(), time.perf_counter()
-    rgb = decode_image(image.data)
-    t1 = time.perf_counter()
-    pred = predict_faces(rgb, card, classifier, detector, detect_faces=True)
+    res = infer_bytes(image.data, card, classifier, detector, detect_faces=True, detect_size=detect_size)
+    pred = res.prediction
     t2, c2 = time.perf_counter(), time.process_time()
     timings = {
-        "decode": (t1 - t0) * 1e3,
+        "decode": res.decode_ms,
         "detect": pred.timings_ms.get("detect", 0.0),
         "classify": pred.timings_ms.get("classify", 0.0),
         "total": (t2 - t0) * 1e3,
@@ -259,30 +269,41 @@ def bench_target(
     }
 
 
-def load_detector(card: ModelCard, explicit: Path | None) -> tuple[FaceDetector | None, str | None]:
+def load_detector(
+    card: ModelCard,
+    explicit: Path | None,
+    runtime: str | None = None,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+    max_side: int | None = None,
+) -> tuple[FaceDetector | None, str | None]:
+    """The detector the service would use (the card's runtime unless `runtime` says otherwise)."""
+    runtime = runtime or card.detector.runtime
     try:
-        path = resolve_detector_path(explicit)
-    except FileNotFoundError as exc:
+        path = resolve_detector_file(card.detector, runtime, models_dir, explicit)
+        detector = make_detector(
+            runtime,
+            path,
+            card.detector.score_threshold,
+            card.detector.nms_threshold,
+            max_side or DETECT_MAX_SIDE,
+        )
+    except (FileNotFoundError, ValueError) as exc:
         return None, str(exc)
-    return FaceDetector(path, card.detector.score_threshold, card.detector.nms_threshold), None
+    return detector, None
 
 
 def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict[str, object]:
     """The whole in-process benchmark -> a JSON-able dict (schema in BENCHMARKS.md)."""
     started = time.time()
-    if config.detect_max_side:
-        saved_side = faces_module.DETECT_MAX_SIDE
-        faces_module.DETECT_MAX_SIDE = config.detect_max_side
-        try:
-            return run_benchmark(replace(config, detect_max_side=None), progress)
-        finally:
-            faces_module.DETECT_MAX_SIDE = saved_side
+    before = stats.snapshot()
     card = load_card(config.models_dir)
     precisions = config.precisions or list(card.models)
     unknown = [p for p in precisions if p not in card.models]
     if unknown:
         raise ValueError(f"models {unknown} are not in the card (has {sorted(card.models)})")
-    detector, detector_problem = load_detector(card, config.detector_path)
+    detector, detector_problem = load_detector(
+        card, config.detector_path, config.detector_runtime, config.models_dir, config.detect_max_side
+    )
 
     scene_dir = scenes_dir(config.scenes_dir)
     scenes = load_scenes(scene_dir) if scene_dir is not None and (scene_dir / "images").is_dir() else []
@@ -323,10 +344,14 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "scene_repeats": config.scene_repeats,
             "scene_limit": config.scene_limit,
             "image_set": image_set_name,
-            "detect_max_side": faces_module.DETECT_MAX_SIDE,
+            "detect_max_side": detector.max_side if detector is not None else None,
             "images": len(image_set),
         },
-        "detector": {"available": detector is not None, "problem": detector_problem},
+        "detector": {
+            "available": detector is not None,
+            "problem": detector_problem,
+            "runtime": detector.runtime if detector is not None else None,
+        },
         "models": {},
     }
     models: dict[str, dict[str, object]] = {}
@@ -398,6 +423,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
         "peak_rss_mb": stats.peak_rss_mb(),
     }
     result["duration_s"] = round(time.time() - started, 2)
+    result["conditions"] = stats.conditions(before, stats.snapshot())
     return result
 
 

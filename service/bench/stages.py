@@ -1,10 +1,12 @@
 """CPU cost per pipeline stage, for the "what dominates, what would close it" questions.
 
-    python -m service.bench.stages [--sides 320,480,640] [--runs 30]
+    python -m service.bench.stages [--sides 320,480,640] [--runs 30] [--runtime litert|onnxruntime|opencv]
 
-Runs the service's steps one by one with 1 LiteRT thread and 1 OpenCV thread (one request on one core)
-and reports process CPU time per stage (robust on a busy machine, unlike wall time) for each YuNet input
-size (masklite.faces.DETECT_MAX_SIDE) and each model, plus the scenes face recall at that size.
+Runs the service's steps one by one with 1 thread per network (classifier on LiteRT; detector on LiteRT,
+onnxruntime or OpenCV): one request on one core. Reports process CPU time per stage for each detector
+input size (the service's detect_size) and each model, plus the scenes face recall at that size. CPU
+time is not inflated by preemption, but a busy machine still slows caches and memory: the output says
+"noisy" when it was.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-import masklite.faces as faces_module
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import crop_face
+from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES, crop_face
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.preprocess import preprocess
+from service.bench import stats
 from service.bench.images import load_scenes, make_target_image, scenes_dir
 from service.bench.runner import SceneScore, load_detector, run_pipeline_once
 
@@ -36,10 +39,18 @@ def _cpu(fn: Any) -> tuple[float, Any]:
     return (time.process_time() - c0) * 1e3, out
 
 
-def stage_costs(models_dir: Path, sides: list[int], runs: int, detector_path: Path | None) -> dict[str, Any]:
+def stage_costs(
+    models_dir: Path,
+    sides: list[int],
+    runs: int,
+    detector_path: Path | None,
+    runtime: str | None = None,
+    default_side: int = DETECT_MAX_SIDE,
+) -> dict[str, Any]:
     cv2.setNumThreads(1)
+    before = stats.snapshot()
     card = load_card(models_dir)
-    detector, problem = load_detector(card, detector_path)
+    detector, problem = load_detector(card, detector_path, runtime, models_dir)
     if detector is None:
         raise SystemExit(f"no detector: {problem}")
     directory = scenes_dir()
@@ -48,62 +59,62 @@ def stage_costs(models_dir: Path, sides: list[int], runs: int, detector_path: Pa
     if target is None:
         raise SystemExit("set MASKLITE_SCENES_DIR: the 640x480 target is cut from the scenes")
     classifiers = {p: Classifier(verify_model_file(card, models_dir, p), num_threads=1) for p in card.models}
-    saved = faces_module.DETECT_MAX_SIDE
-    out: dict[str, Any] = {"image": target.name, "runs": runs, "sides": {}}
-    try:
-        for side in sides:
-            faces_module.DETECT_MAX_SIDE = side
-            rows: dict[str, list[float]] = {"decode": [], "detect": []}
-            crops_rows: dict[str, list[float]] = {p: [] for p in classifiers}
-            found = 0
-            for i in range(runs + 3):
-                d_ms, rgb = _cpu(lambda: decode_image(target.data))
-                t_ms, faces = _cpu(lambda rgb=rgb: detector.detect(rgb))
-                crops = [crop_face(rgb, f.box, card.crop_margin) for f in faces]
-                found = len(crops)
-                for p, clf in classifiers.items():
-                    spec = card.input_for(p)
-                    c_ms, _ = _cpu(
-                        lambda clf=clf, crops=crops, spec=spec: clf.predict(preprocess(crops, spec))
-                    )
-                    if i >= 3:
-                        crops_rows[p].append(c_ms)
-                if i >= 3:
-                    rows["decode"].append(d_ms)
-                    rows["detect"].append(t_ms)
-            per_model = {}
+    out: dict[str, Any] = {
+        "image": target.name,
+        "runs": runs,
+        "runtime": detector.runtime,
+        "default_side": default_side,
+        "sides": {},
+    }
+    for side in tqdm(sides, desc="stages: detect sizes", file=sys.stderr, leave=False):
+        rows: dict[str, list[float]] = {"decode": [], "detect": []}
+        crops_rows: dict[str, list[float]] = {p: [] for p in classifiers}
+        found = 0
+        for i in range(runs + 3):
+            d_ms, rgb = _cpu(lambda: decode_image(target.data))
+            t_ms, faces = _cpu(lambda rgb=rgb, side=side: detector.detect(rgb, max_side=side))
+            crops = [crop_face(rgb, f.box, card.crop_margin) for f in faces]
+            found = len(crops)
             for p, clf in classifiers.items():
-                score = SceneScore()
-                for scene in scenes:
-                    _timings, found_faces = run_pipeline_once(scene, card, clf, detector)
-                    score.add(scene, found_faces)
-                res = score.result()
-                per_model[p] = {
-                    "classify_cpu_ms": round(float(np.median(crops_rows[p])), 2),
-                    "classify_cpu_ms_per_face": round(float(np.median(crops_rows[p])) / max(found, 1), 2),
-                    "scenes_recall": res["recall"],
-                    "scenes_label_accuracy": res["label_accuracy"],
-                }
-            decode, detect = (round(float(np.median(rows[k])), 2) for k in ("decode", "detect"))
-            out["sides"][str(side)] = {
-                "faces_on_target": found,
-                "decode_cpu_ms": decode,
-                "detect_cpu_ms": detect,
-                "models": {
-                    p: {**m, "pipeline_cpu_ms": round(decode + detect + m["classify_cpu_ms"], 2)}
-                    for p, m in per_model.items()
-                },
+                spec = card.input_for(p)
+                c_ms, _ = _cpu(lambda clf=clf, crops=crops, spec=spec: clf.predict(preprocess(crops, spec)))
+                if i >= 3:
+                    crops_rows[p].append(c_ms)
+            if i >= 3:
+                rows["decode"].append(d_ms)
+                rows["detect"].append(t_ms)
+        per_model = {}
+        for p, clf in classifiers.items():
+            score = SceneScore()
+            for scene in scenes:
+                _timings, found_faces = run_pipeline_once(scene, card, clf, detector, side)
+                score.add(scene, found_faces)
+            res = score.result()
+            per_model[p] = {
+                "classify_cpu_ms": round(float(np.median(crops_rows[p])), 2),
+                "classify_cpu_ms_per_face": round(float(np.median(crops_rows[p])) / max(found, 1), 2),
+                "scenes_recall": res["recall"],
+                "scenes_label_accuracy": res["label_accuracy"],
             }
-            print(f"side {side}: done", file=sys.stderr, flush=True)
-    finally:
-        faces_module.DETECT_MAX_SIDE = saved
+        decode, detect = (round(float(np.median(rows[k])), 2) for k in ("decode", "detect"))
+        out["sides"][str(side)] = {
+            "faces_on_target": found,
+            "decode_cpu_ms": decode,
+            "detect_cpu_ms": detect,
+            "models": {
+                p: {**m, "pipeline_cpu_ms": round(decode + detect + m["classify_cpu_ms"], 2)}
+                for p, m in per_model.items()
+            },
+        }
+    out["conditions"] = stats.conditions(before, stats.snapshot())
     return out
 
 
 def format_costs(costs: dict[str, Any]) -> str:
     lines = [
-        f"CPU ms per stage on {costs['image']} (1 core: LiteRT 1 thread, OpenCV 1 thread; median of "
-        f"{costs['runs']})",
+        stats.conditions_line(costs.get("conditions")),
+        f"CPU ms per stage on {costs['image']} (1 core: LiteRT 1 thread, detector {costs.get('runtime')} "
+        f"1 thread; median of {costs['runs']})",
         f"{'side':>5} {'faces':>5} {'decode':>7} {'detect':>7} {'model':>8} {'classify':>9} {'per_face':>9} "
         f"{'total':>7} {'req/s@2cores':>12} {'recall':>7} {'acc':>6}",
     ]
@@ -126,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", default="320,480,640", help="YuNet input sizes to try")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--detector", type=Path, default=None, help="default: $MASKLITE_DETECTOR_PATH")
+    ap.add_argument("--runtime", choices=sorted(DETECTOR_RUNTIMES), default=None, help="default: the card's")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    costs = stage_costs(args.models_dir, [int(s) for s in args.sides.split(",")], args.runs, args.detector)
+    sides = [int(s) for s in args.sides.split(",")]
+    costs = stage_costs(args.models_dir, sides, args.runs, args.detector, args.runtime)
     print(format_costs(costs))
     if args.json:
         args.json.write_text(json.dumps(costs, indent=2) + "\n")

@@ -7,6 +7,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,75 @@ def machine_info() -> dict[str, object]:
             "httpx": _version("httpx"),
         },
     }
+
+
+# ---------------------------------------------------------------- is the machine quiet enough to measure?
+
+# 1-minute load average per core above which numbers are not comparable with a quiet machine's
+NOISY_LOAD_PER_CORE = 0.5
+NOISY_NOTE = "noisy: do not compare"
+
+
+def cpu_counters(stat_text: str | None = None) -> dict[str, int] | None:
+    """The aggregate `cpu` line of /proc/stat: total and steal jiffies (steal = time a hypervisor gave
+    this VM's vCPUs to someone else)."""
+    try:
+        text = stat_text if stat_text is not None else Path("/proc/stat").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            values = [int(v) for v in parts[1:]]
+            # user nice system idle iowait irq softirq steal [guest guest_nice]: guest is inside user
+            total = sum(values[:8])
+            steal = values[7] if len(values) > 7 else 0
+            return {"total": total, "steal": steal}
+    return None
+
+
+def snapshot() -> dict[str, object]:
+    """Load average and CPU counters now; take one before and one after a benchmark."""
+    load = load_average()
+    return {
+        "time": round(time.time(), 3),
+        "load_avg_1m": load[0] if load else None,
+        "cpu": cpu_counters(),
+    }
+
+
+def conditions(
+    before: dict[str, object], after: dict[str, object], cores: int | None = None
+) -> dict[str, object]:
+    """What the machine was doing around a benchmark: load average before/after, steal % during it, and
+    `noisy` when the 1-minute load per core exceeded NOISY_LOAD_PER_CORE at either end."""
+    cores = cores or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    loads = [x for x in (before.get("load_avg_1m"), after.get("load_avg_1m")) if isinstance(x, int | float)]
+    per_core = max(loads) / cores if loads else None
+    steal_pct = None
+    c0, c1 = before.get("cpu"), after.get("cpu")
+    if isinstance(c0, dict) and isinstance(c1, dict) and c1["total"] > c0["total"]:
+        steal_pct = round(100.0 * (c1["steal"] - c0["steal"]) / (c1["total"] - c0["total"]), 2)
+    noisy = per_core is not None and per_core > NOISY_LOAD_PER_CORE
+    return {
+        "load_avg_1m_before": before.get("load_avg_1m"),
+        "load_avg_1m_after": after.get("load_avg_1m"),
+        "cores": cores,
+        "load_per_core_max": None if per_core is None else round(per_core, 3),
+        "steal_pct": steal_pct,
+        "noisy": noisy,
+        "note": NOISY_NOTE if noisy else "",
+    }
+
+
+def conditions_line(cond: dict[str, object] | None) -> str:
+    """One line for printed reports; starts with the warning when the run was noisy."""
+    if not cond:
+        return "machine conditions: not recorded"
+    head = f"{str(NOISY_NOTE).upper()}: " if cond.get("noisy") else ""
+    return (
+        f"{head}load avg 1m {cond.get('load_avg_1m_before')} -> {cond.get('load_avg_1m_after')} on "
+        f"{cond.get('cores')} cores (noisy above {NOISY_LOAD_PER_CORE}/core), steal {cond.get('steal_pct')} %"
+    )

@@ -1,8 +1,9 @@
-"""The performance targets of issues #3/#5 checked against a result, and the CI ratio checks.
+"""The performance targets (issues #3/#5/#14) checked against a result, and the CI ratio checks.
 
-Targets are printed (met / missed), never asserted: absolute times depend on the machine. The CI checks
-are RATIOS measured on one machine in one run, so they hold anywhere the code is right:
-int8 not slower than float32, and the HTTP round trip at most 2x the same pipeline in-process.
+Targets are printed (met / missed), never asserted: absolute times depend on the machine, and they only
+count when the result is not marked noisy (stats.conditions). The CI checks are RATIOS measured on one
+machine in one run, so they hold anywhere the code is right: int8 at least 1.5x faster than float32 per
+face (CPU time, the two interleaved), and the HTTP round trip at most 2x the same pipeline in-process.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from service.bench.stats import NOISY_NOTE
+
 CI_MAX_HTTP_RATIO = 2.0
-# int8 / float32 CPU ms per face (p50). Not 1.0: on x86 without VNNI (this 2-core Zen 3) XNNPACK runs the
-# int8 MobileNetV2 at the same speed as float32 (3.4-3.6 ms CPU each), so a strict 1.0 would flip on noise.
-# 10% still catches the regressions that matter (int8 falling off XNNPACK is ~2.7x slower).
-CI_MAX_INT8_OVER_FLOAT32 = 1.10
+# float32 / int8 CPU ms per face (p50, interleaved). Measured on a quiet 2-core machine of the CI kind:
+# 2.52 / 1.28 = 1.97x. 1.5x leaves room for noise and still catches int8 falling off XNNPACK's int8 kernels.
+CI_MIN_INT8_SPEEDUP = 1.5
 CI_CLASSIFIER_KEY = "cpu_per_face_ms"
+# issue #14: the new detector against the OpenCV one, same classifier and thresholds
+MAX_RECALL_DROP = 0.01
+MIN_IOU90_SHARE = 0.95
+MIN_SAME_LABEL_SHARE = 0.99
+MAX_PHONE_RATIO = 2.5
 
 
 @dataclass
@@ -65,51 +72,104 @@ def classifier_p50(
 
 
 def evaluate_targets(result: dict[str, Any]) -> list[Check]:
-    """Issue #3/#5 targets. The deployed service runs 1-thread interpreters, so threads=1 is the reference."""
+    """Issue #3/#5/#14 targets. The deployed service runs 1-thread interpreters: threads=1 is the reference.
+    CPU ms: 1 thread per network (LiteRT, or the detector's runtime) + 1 OpenCV thread, on the 640x480
+    target (4 faces)."""
     checks = []
-    i8, f32 = classifier_p50(result, "int8"), classifier_p50(result, "float32")
-    checks.append(
-        _check("int8 classifier ms/face (p50, 1 thread, batch 1)", "<= 1.5 ms", i8, lambda v: v <= 1.5)
+    i8, f32 = (
+        classifier_p50(result, "int8", key=CI_CLASSIFIER_KEY),
+        classifier_p50(result, "float32", key=CI_CLASSIFIER_KEY),
     )
-    for precision in result.get("models") or {}:
-        if precision not in ("int8", "float32"):  # e.g. the micro model: would it meet the per-face target?
-            other = classifier_p50(result, precision)
-            checks.append(
-                _check(
-                    f"{precision} classifier ms/face (p50, 1 thread, batch 1)",
-                    "<= 1.5 ms",
-                    other,
-                    lambda v: v <= 1.5,
-                )
-            )
+    checks.append(
+        _check("int8 classifier CPU ms/face (p50, 1 thread, batch 1)", "<= 1.5 ms", i8, lambda v: v <= 1.5)
+    )
     speed = f32 / i8 if _num(i8) and _num(f32) else None
-    checks.append(_check("int8 speedup over float32 (classifier p50)", ">= 1.8x", speed, lambda v: v >= 1.8))
+    checks.append(
+        _check(
+            "int8 speed-up over float32 (CPU per face, interleaved)",
+            f">= {CI_MIN_INT8_SPEEDUP}x",
+            speed,
+            lambda v: v >= CI_MIN_INT8_SPEEDUP,
+        )
+    )
+    stages = _default_side_stages(result)
+    checks.append(
+        _check("detector CPU ms, 640x480 target", "<= 5 ms", dig(stages, "detect_cpu_ms"), lambda v: v <= 5)
+    )
+    checks.append(
+        _check(
+            "pipeline CPU ms (decode+detect+classify, int8), 640x480",
+            "<= 12 ms",
+            dig(stages, "models", "int8", "pipeline_cpu_ms"),
+            lambda v: v <= 12,
+        )
+    )
+    c1 = _default_load_run(result, 1)
+    client_p50 = (
+        dig(c1, "latency_ms", "p50") if c1 else dig(result, "http", "models", "int8", "http_ms", "p50")
+    )
+    checks.append(
+        _check("/v1/predict p50 at 1 client (client side), int8", "<= 12 ms", client_p50, lambda v: v <= 12)
+    )
+    c8 = _default_load_run(result, 8)
+    checks.append(
+        _check(
+            "requests/s at 8 clients, shipped default server",
+            ">= 120",
+            c8.get("ok_per_s") if c8 else None,
+            lambda v: v >= 120,
+            f"({c8['label']}; server {c8.get('server_cpu_ms_per_request')} ms CPU/request)" if c8 else "",
+        )
+    )
+    det = result.get("detectors") or {}
+    checks.append(
+        _check(
+            "new vs OpenCV detector: recall drop on scenes (pt)",
+            f"<= {MAX_RECALL_DROP * 100:g} pt",
+            None if dig(det, "compare", "recall_drop") is None else dig(det, "compare", "recall_drop") * 100,
+            lambda v: v <= MAX_RECALL_DROP * 100,
+        )
+    )
+    checks.append(
+        _check(
+            "new vs OpenCV detector: faces with box IoU >= 0.9",
+            f">= {MIN_IOU90_SHARE:.0%}",
+            dig(det, "compare", "iou90_share"),
+            lambda v: v >= MIN_IOU90_SHARE,
+        )
+    )
+    checks.append(
+        _check(
+            "new vs OpenCV detector: same label",
+            f">= {MIN_SAME_LABEL_SHARE:.0%}",
+            dig(det, "compare", "same_label_share"),
+            lambda v: v >= MIN_SAME_LABEL_SHARE,
+        )
+    )
+    speedup = _check("detector speed-up, new / OpenCV (CPU, target)", "report", dig(det, "speedup"), bool)
+    speedup.info = True
+    checks.append(speedup)
+    phone = result.get("phone") or {}
+    checks.append(
+        _check(
+            "12 MP photo / same photo at 1024 px (server CPU)",
+            f"<= {MAX_PHONE_RATIO}x",
+            phone.get("ratio"),
+            lambda v: v <= MAX_PHONE_RATIO,
+        )
+    )
+    checks.append(
+        _check(
+            "12 MP upscaled scenes: same boxes (IoU>=0.9) and labels",
+            "100%",
+            phone.get("same_share"),
+            lambda v: v >= 1.0,
+        )
+    )
     server = dig(result, "http", "models", "int8", "server_total_ms", "p50")
     checks.append(_check("/v1/predict server-side p50, int8, 640x480", "<= 20 ms", server, lambda v: v <= 20))
     ratio = dig(result, "http", "models", "int8", "ratio_p50")
     checks.append(_check("HTTP round trip / in-process (p50, int8)", "<= 1.3x", ratio, lambda v: v <= 1.3))
-    c8 = [r for r in dig(result, "load", "runs") or [] if r.get("concurrency") == 8]
-    best = max(c8, key=lambda r: r.get("ok_per_s", 0), default=None)
-    checks.append(
-        _check(
-            "requests/s at concurrency 8 (best server setup)",
-            ">= 100",
-            best.get("ok_per_s") if best else None,
-            lambda v: v >= 100,
-            f"({best['label']})" if best else "",
-        )
-    )
-    bound = max(c8, key=lambda r: r.get("cpu_bound_req_per_s") or 0, default=None)
-    if bound is not None and bound.get("cpu_bound_req_per_s"):
-        check = _check(
-            "req/s the server CPU cost allows on all cores, c=8",
-            ">= 100",
-            bound["cpu_bound_req_per_s"],
-            lambda v: v >= 100,
-            f"({bound['label']}: {bound.get('server_cpu_ms_per_request')} ms CPU/request)",
-        )
-        check.info = True
-        checks.append(check)
     rss = [
         m.get("peak_rss_mb")
         for s in (result.get("servers") or {}).values()
@@ -119,12 +179,24 @@ def evaluate_targets(result: dict[str, Any]) -> list[Check]:
     checks.append(
         _check("server peak RSS per worker", "<= 300 MB", max(rss) if rss else None, lambda v: v <= 300)
     )
-    for precision, entry in (result.get("models") or {}).items():
-        recall = dig(entry, "scenes", "per_label", "with_mask", "recall")
-        check = _check(f"scenes: masked-face recall ({precision})", "report", recall, bool, "(IoU>=0.3)")
+    for side, row in ((result.get("stages") or {}).get("sides") or {}).items():
+        recall = dig(row, "models", "int8", "scenes_recall")
+        check = _check(f"scenes face recall at detect size {side}", "report", recall, bool, "(IoU>=0.3)")
         check.info = True
         checks.append(check)
     return checks
+
+
+def _default_side_stages(result: dict[str, Any]) -> dict[str, Any] | None:
+    stages = result.get("stages") or {}
+    return dig(stages, "sides", str(stages.get("default_side", 640)))
+
+
+def _default_load_run(result: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
+    """The load run at this concurrency on the shipped default server setup (the first setup swept)."""
+    runs = [r for r in dig(result, "load", "runs") or [] if r.get("concurrency") == concurrency]
+    default = [r for r in runs if r.get("default_setup")]
+    return (default or runs or [None])[0]
 
 
 def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
@@ -138,12 +210,12 @@ def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
             # CPU time, not wall time: on a shared machine preemption would decide the comparison
             i8 = _num(classifier_p50(result, "int8", threads, key=CI_CLASSIFIER_KEY))
             f32 = _num(classifier_p50(result, "float32", threads, key=CI_CLASSIFIER_KEY))
-            if i8 is None or f32 is None:
+            if i8 is None or f32 is None or i8 <= 0:
                 failures.append(f"classifier p50 missing for threads={threads}")
-            elif i8 > f32 * CI_MAX_INT8_OVER_FLOAT32:
+            elif f32 / i8 < CI_MIN_INT8_SPEEDUP:
                 failures.append(
-                    f"int8 slower than float32 (over {CI_MAX_INT8_OVER_FLOAT32:.2f}x), threads={threads}: "
-                    f"{i8:.3f} ms vs {f32:.3f} ms CPU per face (p50)"
+                    f"int8 only {f32 / i8:.2f}x faster than float32 (needs >= {CI_MIN_INT8_SPEEDUP}x), "
+                    f"threads={threads}: {i8:.3f} ms vs {f32:.3f} ms CPU per face (p50)"
                 )
     http = dig(result, "http", "models") or {}
     if not http:
@@ -161,8 +233,20 @@ def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
     return failures
 
 
-def format_checks(checks: list[Check]) -> str:
-    return "Targets (issues #3/#5):\n" + "\n".join(c.line() for c in checks)
+def ci_noise_reason(result: dict[str, Any]) -> str | None:
+    """Why the CI ratio verdict must be skipped (a noisy machine), or None."""
+    cond = result.get("conditions") or {}
+    if cond.get("noisy"):
+        return (
+            f"{NOISY_NOTE}: load avg 1m {cond.get('load_avg_1m_before')} -> {cond.get('load_avg_1m_after')} "
+            f"on {cond.get('cores')} cores"
+        )
+    return None
+
+
+def format_checks(checks: list[Check], noisy: bool = False) -> str:
+    head = "Targets (issues #3/#5/#14)" + (f" -- {NOISY_NOTE.upper()}" if noisy else "") + ":\n"
+    return head + "\n".join(c.line() for c in checks)
 
 
 def checks_as_json(checks: list[Check]) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ async def list_models(request: Request) -> ModelsResponse:
             file=card.detector.file,
             sha256=card.detector.sha256,
             license=card.detector.license,
+            runtime=rt.detector.runtime if rt.detector.available else None,
+            max_side=rt.settings.detect_max_side,
         ),
         models=[
             ModelInfo(

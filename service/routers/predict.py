@@ -18,7 +18,9 @@ from service.multipart import MultipartImageReader
 from service.routers.deps import get_runtime
 from service.runtime import InferenceResult, Runtime
 from service.schemas import (
+    MAX_DETECT_SIZE,
     MAX_MIN_FACE,
+    MIN_DETECT_SIZE,
     MODEL_PATTERN,
     Face,
     ImageSize,
@@ -61,6 +63,14 @@ ModelParam = Annotated[
 ]
 DetectParam = Annotated[bool, Query(description="false: the whole image is one face crop")]
 MinFaceParam = Annotated[int, Query(ge=0, le=MAX_MIN_FACE, description="ignore faces smaller than this (px)")]
+DetectSizeParam = Annotated[
+    int | None,
+    Query(
+        ge=MIN_DETECT_SIZE,
+        le=MAX_DETECT_SIZE,
+        description="detector input's longer side (px); smaller is faster, finds fewer small faces",
+    ),
+]
 
 
 @router.post(
@@ -75,6 +85,7 @@ async def predict(
     model: ModelParam = "int8",
     detect_faces: DetectParam = True,
     min_face_size: MinFaceParam = 0,
+    detect_size: DetectSizeParam = None,
 ) -> PredictResponse:
     """Send `multipart/form-data` with a `file` field, or the raw image bytes with an image content type."""
     t0 = time.perf_counter()
@@ -93,7 +104,7 @@ async def predict(
     rt.admit()  # before reading the body: a full server refuses without buffering anything
     try:
         data = await _read_body(request, media, ctype, rt.settings.body_timeout_s)
-        result = await _infer(rt, data, precision, detect_faces, min_face_size)
+        result = await _infer(rt, data, precision, detect_faces, min_face_size, detect_size)
     finally:
         rt.release()
     return _response(request, rt, precision, result, t0)
@@ -130,7 +141,7 @@ async def predict_snapshot(request: Request, body: SnapshotRequest) -> PredictRe
     data = decode_base64_image(body.image)
     rt.admit()
     try:
-        result = await _infer(rt, data, precision, body.detect_faces, body.min_face_size)
+        result = await _infer(rt, data, precision, body.detect_faces, body.min_face_size, body.detect_size)
     finally:
         rt.release()
     return _response(request, rt, precision, result, t0)
@@ -164,10 +175,12 @@ def decode_base64_image(text: str) -> bytes:
 
 
 async def _infer(
-    rt: Runtime, data: bytes, precision: str, detect_faces: bool, min_face: int
+    rt: Runtime, data: bytes, precision: str, detect_faces: bool, min_face: int, detect_size: int | None
 ) -> InferenceResult:
     try:
-        return await rt.run(rt.infer, data, precision, detect_faces, min_face, time.perf_counter())
+        return await rt.run(
+            rt.infer, data, precision, detect_faces, min_face, time.perf_counter(), detect_size
+        )
     except ImageTooLarge as exc:
         metrics.REJECTIONS.labels("image_too_large").inc()
         raise ApiError(413, "image_too_large", str(exc)) from exc
