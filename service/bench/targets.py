@@ -14,9 +14,22 @@ from typing import Any
 from service.bench.stats import NOISY_NOTE
 
 CI_MAX_HTTP_RATIO = 2.0
-# float32 / int8 CPU ms per face (p50, interleaved). Measured on a quiet 2-core machine of the CI kind:
-# 2.52 / 1.28 = 1.97x. 1.5x leaves room for noise and still catches int8 falling off XNNPACK's int8 kernels.
+# float32 / int8 CPU ms per face (p50, interleaved). Quiet 2-core machines of the CI kind measured:
+# AMD EPYC (AVX2, no AVX-512): 2.52 / 1.28 = 1.97x, so 1.5x leaves room for noise and still catches int8
+# falling off XNNPACK's int8 kernels. On an Intel Xeon with AVX-512 (+ VNNI, AMX) XNNPACK's float32 kernels
+# use AVX-512 and the gap narrows: 1.34-1.48x quiet, for the round-1 models and the issue #12 models alike
+# (benchmarks/history.jsonl, BENCHMARKS.md). There 1.3x is the floor: int8 as slow as float32, or 1.2x,
+# still fails.
 CI_MIN_INT8_SPEEDUP = 1.5
+CI_MIN_INT8_SPEEDUP_AVX512 = 1.3
+
+
+def min_int8_speedup(result: dict[str, Any]) -> float:
+    """The CI floor for the CPU the result was measured on (its recorded SIMD flags)."""
+    flags = dig(result, "machine", "cpu_flags") or []
+    return CI_MIN_INT8_SPEEDUP_AVX512 if "avx512f" in flags else CI_MIN_INT8_SPEEDUP
+
+
 CI_CLASSIFIER_KEY = "cpu_per_face_ms"
 # issue #14: the new detector against the OpenCV one, same classifier and thresholds
 MAX_RECALL_DROP = 0.01
@@ -203,6 +216,7 @@ def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
     """The only things CI fails on besides errors. Missing numbers are failures too (the job broke)."""
     failures = []
     models = result.get("models") or {}
+    floor = min_int8_speedup(result)
     if "int8" in models and "float32" in models:
         for threads in sorted(
             set(dig(models, "int8", "threads") or {}) & set(dig(models, "float32", "threads") or {})
@@ -212,9 +226,9 @@ def ci_ratio_failures(result: dict[str, Any]) -> list[str]:
             f32 = _num(classifier_p50(result, "float32", threads, key=CI_CLASSIFIER_KEY))
             if i8 is None or f32 is None or i8 <= 0:
                 failures.append(f"classifier p50 missing for threads={threads}")
-            elif f32 / i8 < CI_MIN_INT8_SPEEDUP:
+            elif f32 / i8 < floor:
                 failures.append(
-                    f"int8 only {f32 / i8:.2f}x faster than float32 (needs >= {CI_MIN_INT8_SPEEDUP}x), "
+                    f"int8 only {f32 / i8:.2f}x faster than float32 (needs >= {floor}x on this CPU), "
                     f"threads={threads}: {i8:.3f} ms vs {f32:.3f} ms CPU per face (p50)"
                 )
     http = dig(result, "http", "models") or {}
