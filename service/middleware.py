@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 import uuid
 from urllib.parse import parse_qsl
@@ -22,6 +23,7 @@ from service.log import request_id_var
 log = logging.getLogger("masklite.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
+INSTANCE_HEADER = (b"x-masklite-instance", socket.gethostname().encode())  # which replica answered
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # polled by probes and scrapers: logged at debug level only
 _QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
@@ -57,7 +59,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID_HEADER]
-                headers.append(rid_header)
+                headers += [rid_header, INSTANCE_HEADER]
                 message["headers"] = headers
             await send(message)
 

@@ -52,13 +52,29 @@ class Settings(BaseSettings):
     # must not hold it for ever (MAX_INFLIGHT stalled uploads would otherwise lock predict out)
     body_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds to receive an admitted body")
     warmup_runs: int = Field(3, ge=0, description="warm-up inferences per thread before ready")
-    jobs_dir: Path = Field(Path("data/jobs"), description="where job results are stored")
-    # background jobs (service/jobs.py): robustness grids and benchmarks, in separate processes
-    max_jobs: int = Field(1, ge=1, le=16, description="jobs running at once (1: never two at a time)")
+    jobs_dir: Path = Field(
+        Path("data/jobs"), description="job artifacts (every replica and worker mounts it); embedded queue"
+    )
+    # background jobs (service/jobqueue/): robustness grids and benchmarks, in separate processes
+    broker_url: str | None = Field(
+        None, description="redis://host:6379/0: jobs on Redis, run by workers; unset: embedded SQLite queue"
+    )
+    run_jobs: bool | None = Field(
+        None, description="run jobs in this API process; unset: yes without a broker, no with one"
+    )
+    max_jobs: int = Field(1, ge=1, le=16, description="jobs one runner (API process or worker) runs at once")
     job_queue: int = Field(4, ge=0, le=1000, description="jobs waiting beyond the running ones; more → 429")
     job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of job processes (predict first)")
     job_workers: int = Field(1, ge=1, le=16, description="evaluation processes per robustness job")
     jobs_keep: int = Field(200, ge=1, description="finished jobs kept on disk; the oldest are deleted")
+    # a runner renews each running job's lease every 0.5 s; one silent this long failed (killed, cut off)
+    job_lease_s: float = Field(20.0, ge=2, le=600, description="a running job's lease without heartbeats")
+    job_input_ttl_s: int = Field(
+        86_400, ge=60, description="uploads of a queued job kept at most this long (deleted when it starts)"
+    )
+    job_lock_dir: Path | None = Field(
+        None, description="host lock folder (benchmarks run alone per folder); unset: <jobs_dir>/.locks"
+    )
     evalset_max_bytes: int = Field(8_000_000, ge=1, description="largest uploaded evaluation-set zip")
     evalset_max_files: int = Field(5_000, ge=1, description="most members in an uploaded evaluation-set zip")
     evalset_max_uncompressed_bytes: int = Field(
@@ -84,7 +100,7 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("detector_path", mode="before")
+    @field_validator("detector_path", "broker_url", "job_lock_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -32,7 +32,7 @@ from service.jobs import register_job_kind
 from service.routers.jobs import JobAccepted, parse_json_params, submit_job
 from service.security import require_api_key
 
-register_job_kind("benchmark", benchmark_job)
+register_job_kind("benchmark", benchmark_job, exclusive=True)  # alone on its host
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 

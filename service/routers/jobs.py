@@ -1,7 +1,9 @@
-"""/v1/jobs: list, inspect, download artifacts of, and cancel background jobs (see service/jobs.py).
+"""/v1/jobs: list, inspect, download artifacts of, and cancel background jobs (see service/jobqueue/).
 
-This router also owns the JobManager's lifetime (its lifespan is merged into the app's), so the app
+This router also owns the JobQueue's lifetime (its lifespan is merged into the app's), so the app
 needs one `include_router` line. Other routers submit with `submit_job(request, kind, params, public)`.
+Every replica answers for every job: records live in the job store (SQLite or Redis), files on the
+shared jobs folder.
 """
 
 from __future__ import annotations
@@ -10,16 +12,16 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError, error_responses
-from service.jobs import JobManager, QueueFull, StorageUnavailable, UnknownKind
+from service.jobqueue import FINISHED, JobQueue, QueueFull, StorageUnavailable, UnknownKind
 from service.security import require_api_key
 
 log = logging.getLogger("masklite.jobs")
@@ -31,14 +33,7 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 @asynccontextmanager
 async def jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = app.state.settings
-    manager = JobManager(
-        settings.jobs_dir,
-        max_running=settings.max_jobs,
-        queue_size=settings.job_queue,
-        keep=settings.jobs_keep,
-        nice=settings.job_nice,
-    )
+    manager = JobQueue.from_settings(app.state.settings)
     await asyncio.to_thread(manager.start)
     app.state.jobs = manager
     try:
@@ -60,6 +55,7 @@ class JobSummary(BaseModel):
     finished: str | None
     elapsed_s: float | None = None
     error: str | None
+    worker: str | None = Field(None, description="host name of the worker that runs / ran it")
     status_url: str
 
 
@@ -74,8 +70,10 @@ class JobList(BaseModel):
     jobs: list[JobSummary]
     running: int
     queued: int
-    max_running: int
+    max_running: int = Field(description="jobs the live workers run at once")
     queue_size: int
+    workers: int = Field(description="live job runners (API processes or workers)")
+    backend: Literal["sqlite", "redis"]
 
 
 class JobAccepted(BaseModel):
@@ -84,7 +82,10 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
-def get_jobs(request: Request) -> JobManager:
+T = TypeVar("T")
+
+
+def get_jobs(request: Request) -> JobQueue:
     manager = getattr(request.app.state, "jobs", None)
     if manager is None:
         raise ApiError(503, "jobs_unavailable", "the job runner is not started", {"Retry-After": "1"})
@@ -93,6 +94,14 @@ def get_jobs(request: Request) -> JobManager:
 
 def status_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    """A store call off the event loop; an unreachable store is 503 (predict is unaffected)."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except StorageUnavailable as exc:
+        raise ApiError(503, "jobs_storage_unavailable", str(exc), {"Retry-After": "5"}) from exc
 
 
 def submit_job(
@@ -114,13 +123,13 @@ def submit_job(
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": url})
 
 
-def _job_or_404(manager: JobManager, job_id: str) -> Any:
+async def _job_or_404(manager: JobQueue, job_id: str) -> Any:
     try:
         uuid.UUID(job_id)
     except ValueError:
         job = None
     else:
-        job = manager.get(job_id)
+        job = await _call(manager.get, job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id[:64]!r}")
     return job
@@ -138,15 +147,16 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     manager = get_jobs(request)
-    jobs = [
-        j for j in manager.list() if (kind is None or j.kind == kind) and (state is None or j.state == state)
-    ]
-    counts = manager.counts()
+    every = await _call(manager.list)
+    jobs = [j for j in every if (kind is None or j.kind == kind) and (state is None or j.state == state)]
     return {
         "jobs": [_summary(j) for j in jobs[:limit]],
-        **counts,
-        "max_running": manager.max_running,
+        "running": sum(j.state == "running" for j in every),
+        "queued": sum(j.state == "queued" for j in every),
+        "max_running": await _call(manager.capacity),
         "queue_size": manager.queue_size,
+        "workers": await _call(manager.workers),
+        "backend": manager.backend,
     }
 
 
@@ -157,16 +167,16 @@ async def list_jobs(
     summary="A job: state, progress, partial and final results",
 )
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    job = _job_or_404(get_jobs(request), job_id)
+    job = await _job_or_404(get_jobs(request), job_id)
     detail = job.detail()
     detail["artifacts"] = {name: f"{status_url(job.id)}/artifacts/{name}" for name in detail["artifacts"]}
     return {**detail, "status_url": status_url(job.id)}
 
 
-def _artifact(request: Request, job_id: str, name: str) -> FileResponse:
+async def _artifact(request: Request, job_id: str, name: str) -> FileResponse:
     manager = get_jobs(request)
-    job = _job_or_404(manager, job_id)
-    path = manager.artifact_path(job.id, name)
+    job = await _job_or_404(manager, job_id)
+    path = manager.artifacts.path(job.id, name, job.artifacts)
     if path is None:
         hint = "" if job.state == "done" else f" (the job is {job.state})"
         raise ApiError(404, "artifact_not_found", f"job {job.id} has no artifact {name[:100]!r}{hint}")
@@ -181,7 +191,7 @@ def _artifact(request: Request, job_id: str, name: str) -> FileResponse:
     summary="A finished robustness job's heatmap",
 )
 async def get_heatmap(request: Request, job_id: str) -> FileResponse:
-    return _artifact(request, job_id, "heatmap.png")
+    return await _artifact(request, job_id, "heatmap.png")
 
 
 @router.get(
@@ -194,7 +204,7 @@ async def get_heatmap(request: Request, job_id: str) -> FileResponse:
     summary="A file the job wrote (only names listed in the job's artifacts)",
 )
 async def get_artifact(request: Request, job_id: str, name: str) -> FileResponse:
-    return _artifact(request, job_id, name)
+    return await _artifact(request, job_id, name)
 
 
 @router.delete(
@@ -205,10 +215,10 @@ async def get_artifact(request: Request, job_id: str, name: str) -> FileResponse
 )
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     manager = get_jobs(request)
-    job = _job_or_404(manager, job_id)
-    if job.state in ("done", "failed", "cancelled"):
+    job = await _job_or_404(manager, job_id)
+    if job.state in FINISHED:
         raise ApiError(409, "job_finished", f"job {job.id} already finished ({job.state}); nothing to cancel")
-    job = await asyncio.to_thread(manager.cancel, job.id)
+    await _call(manager.cancel, job.id)
     return await get_job(request, job.id)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import time
 import zipfile
 from collections.abc import Iterator
@@ -122,7 +123,8 @@ def small_evalset(models_dir: Path, per_label: int = 5) -> bytes:
 
 
 def jobs_on_disk(jobs_dir: Path) -> list[str]:
-    return sorted(p.name for p in jobs_dir.iterdir()) if jobs_dir.is_dir() else []
+    """The job folders (named by UUID) under MASKLITE_JOBS_DIR; the embedded queue's files sit beside them."""
+    return sorted(p.name for p in jobs_dir.glob("*-*-*-*-*") if p.is_dir()) if jobs_dir.is_dir() else []
 
 
 # ------------------------------------------------------------------ servers
@@ -201,7 +203,8 @@ def test_job_lifecycle_queued_running_done(jc: httpx.Client, jobs_server: Any) -
     assert body["job_id"] in [j["id"] for j in listed["jobs"]]
     assert listed["max_running"] == 1 and listed["queue_size"] == 1
     jobs_dir = Path(jobs_server.env["MASKLITE_JOBS_DIR"])
-    assert (jobs_dir / body["job_id"] / "job.json").is_file()
+    assert (jobs_dir / body["job_id"] / "grid.csv").is_file()  # artifacts on the jobs folder
+    assert (jobs_dir / "jobs.sqlite3").is_file()  # the records in the embedded store beside them
     assert jc.get("/v1/jobs/not-a-uuid").status_code == 404
     assert jc.get("/v1/jobs/00000000-0000-4000-8000-000000000000").json()["error"]["code"] == "job_not_found"
 
@@ -391,9 +394,12 @@ def test_uploaded_evalset_runs_in_memory(kc: httpx.Client, keyed_server: Any, mo
     assert job["params"]["evalset"]["source"] == "upload" and job["params"]["evalset"]["images"] == 10
     assert "evalset_zip" not in job["params"]
     assert job["result"]["evalset"]["images"] == 10
-    # the upload itself is never stored: only results and plots are in the job folder
-    folder = Path(keyed_server.env["MASKLITE_JOBS_DIR"]) / job["id"]
-    assert not any(p.suffix == ".zip" or p.suffix == ".jpg" for p in folder.iterdir())
+    # the upload is kept in the job store only until the job starts: results and plots are in the job
+    # folder, the upload is nowhere
+    jobs_dir = Path(keyed_server.env["MASKLITE_JOBS_DIR"])
+    assert not any(p.suffix == ".zip" or p.suffix == ".jpg" for p in (jobs_dir / job["id"]).iterdir())
+    with sqlite3.connect(jobs_dir / "jobs.sqlite3") as db:
+        assert db.execute("select count(*) from inputs where job_id = ?", (job["id"],)).fetchone() == (0,)
 
 
 def test_multipart_with_an_unknown_part_is_422(kc: httpx.Client) -> None:

@@ -1,0 +1,37 @@
+"""Background jobs (robustness grids, benchmarks) on a task queue: Huey on SQLite (embedded, one machine)
+or on Redis (replicas and workers on any number of machines). One job model, one API.
+
+    register_job_kind("robustness", fn)          fn(params, progress, out_dir) -> result dict
+    queue = JobQueue.from_settings(settings)     one per process; start() / close()
+    job = queue.submit(kind, params, public_params)
+
+model.py the Job record, states, errors, kinds · store.py SQLite/Redis records · queue.py the API ·
+runner.py executes jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
+worker.py `python -m service.jobqueue.worker`.
+"""
+
+from service.jobqueue.model import (
+    ACTIVE,
+    FINISHED,
+    Job,
+    JobError,
+    QueueFull,
+    StorageUnavailable,
+    UnknownKind,
+    job_kinds,
+    register_job_kind,
+)
+from service.jobqueue.queue import JobQueue
+
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "Job",
+    "JobError",
+    "JobQueue",
+    "QueueFull",
+    "StorageUnavailable",
+    "UnknownKind",
+    "job_kinds",
+    "register_job_kind",
+]

@@ -1,0 +1,314 @@
+"""JobQueue: the one job API every replica uses (submit, get, list, cancel, artifacts), on Huey.
+
+    MASKLITE_BROKER_URL unset   embedded: SqliteHuey + SqliteStore in MASKLITE_JOBS_DIR, jobs run in this
+                                process's runner (make serve, plain `docker compose up`)
+    MASKLITE_BROKER_URL=redis:// RedisHuey + RedisStore: API replicas submit and read, `python -m
+                                service.jobqueue.worker` processes run the jobs, on any machine
+Huey carries "run job <id>" messages; the store (service/jobqueue/store.py) holds what clients see.
+Every process also reaps: running jobs whose worker stopped renewing its lease fail with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey
+
+from service.jobqueue.artifacts import ArtifactStore
+from service.jobqueue.locks import RunnerLock
+from service.jobqueue.model import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Job,
+    QueueFull,
+    StorageUnavailable,
+    UnknownKind,
+    job_kind,
+)
+from service.jobqueue.runner import INTERRUPTED, Runner, worker_process_gone
+from service.jobqueue.store import JobStore, open_store
+
+log = logging.getLogger("masklite.jobs")
+
+LOST = "the worker {who} stopped renewing its lease for {secs:.0f} s (killed, or cut off from the broker)"
+RETRY_AFTER_S = 10
+
+
+class JobQueue:
+    def __init__(
+        self,
+        jobs_dir: Path,
+        broker_url: str | None = None,
+        run_jobs: bool | None = None,
+        max_running: int = 1,
+        queue_size: int = 4,
+        keep: int = 200,
+        nice: int = 10,
+        lease_s: float = 20.0,
+        input_ttl_s: int = 86_400,
+        lock_dir: Path | None = None,
+    ):
+        self.jobs_dir = Path(jobs_dir)
+        self.broker_url = broker_url or None
+        # without a broker this process runs the jobs; with one, the workers do (unless told otherwise)
+        self.run_jobs = (self.broker_url is None) if run_jobs is None else run_jobs
+        self.slots = max(1, max_running)
+        self.queue_size = max(0, queue_size)
+        self.keep = keep
+        self.nice = nice
+        self.lease_s = lease_s
+        self.input_ttl_s = input_ttl_s
+        self.lock_dir = Path(lock_dir) if lock_dir else self.jobs_dir / ".locks"
+        self.retry_after_s = RETRY_AFTER_S
+        self.artifacts = ArtifactStore(self.jobs_dir)
+        self.backend = "redis" if self.broker_url else "sqlite"
+        self.storage_error: str | None = None
+        self.runner: Runner | None = None
+        self._store: JobStore | None = None
+        self._huey: Huey | None = None
+        self._runner_lock = None if self.broker_url else RunnerLock(self.jobs_dir / ".runner.lock")
+        self._open_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def from_settings(cls, settings: Any, run_jobs: bool | None = None) -> JobQueue:
+        return cls(
+            settings.jobs_dir,
+            broker_url=settings.broker_url,
+            run_jobs=settings.run_jobs if run_jobs is None else run_jobs,
+            max_running=settings.max_jobs,
+            queue_size=settings.job_queue,
+            keep=settings.jobs_keep,
+            nice=settings.job_nice,
+            lease_s=settings.job_lease_s,
+            input_ttl_s=settings.job_input_ttl_s,
+            lock_dir=settings.job_lock_dir,
+        )
+
+    def start(self) -> None:
+        try:
+            self._ensure_open()
+            self._maintain_once()  # first: jobs a dead predecessor on this host left running
+        except StorageUnavailable as exc:
+            log.error("jobs: %s: job submission fails until it is fixed", exc)
+        self._thread = threading.Thread(target=self._maintain, name="job-maintenance", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        if self._runner_lock is not None:
+            self._runner_lock.release()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._store is not None:
+            self._store.close()
+
+    @property
+    def store(self) -> JobStore:
+        return self._ensure_open()[0]
+
+    @property
+    def huey(self) -> Huey:
+        return self._ensure_open()[1]
+
+    def _ensure_open(self) -> tuple[JobStore, Huey]:
+        """Open the store and the queue; retried on use, so a folder or broker fixed later is picked up."""
+        with self._open_lock:
+            if self._store is None or self._huey is None:
+                try:
+                    store = open_store(self.broker_url, self.jobs_dir)
+                    if self.broker_url:
+                        store.ping()  # type: ignore[attr-defined]
+                        huey: Huey = RedisHuey(
+                            "masklite", url=self.broker_url, results=False, blocking=True, read_timeout=1
+                        )
+                    else:
+                        queue_file = str(self.jobs_dir / "queue.sqlite3")
+                        huey = SqliteHuey("masklite", filename=queue_file, results=False, timeout=10)
+                except StorageUnavailable as exc:
+                    self.storage_error = str(exc)
+                    raise StorageUnavailable(self._hint(str(exc))) from exc
+                except Exception as exc:  # noqa: BLE001 - sqlite3/OSError from Huey's storage
+                    self.storage_error = f"{type(exc).__name__}: {exc}"
+                    raise StorageUnavailable(self._hint(self.storage_error)) from exc
+                self._task = huey.task(name="masklite_run_job", retries=0)(self._execute)
+                self._store, self._huey = store, huey
+                self.storage_error = None
+                log.info("jobs: %s backend (%s)", self.backend, self.broker_url or self.jobs_dir)
+            return self._store, self._huey
+
+    def _hint(self, error: str) -> str:
+        if self.broker_url:
+            return f"job broker unreachable ({error}); check MASKLITE_BROKER_URL"
+        return f"job results cannot be stored ({error}); check MASKLITE_JOBS_DIR"
+
+    def _execute(self, job_id: str) -> None:
+        """Huey's task: only a process with a runner consumes the queue."""
+        if self.runner is None:
+            raise RuntimeError("a job reached a process without a job runner")
+        self.runner.execute(job_id)
+
+    def enqueue(self, job_id: str) -> None:
+        self.huey.enqueue(self._task.s(job_id))
+
+    # ------------------------------------------------------------ the API used by the routers
+
+    def submit(self, kind: str, params: dict[str, Any], public_params: dict[str, Any] | None = None) -> Job:
+        """Queue a job. `params` go to the job (uploads allowed; kept in the store, with a TTL, only until
+        the job starts); `public_params` are what GET shows (defaults to `params`, then JSON-able)."""
+        if job_kind(kind) is None:
+            raise UnknownKind(f"unknown job kind {kind!r}")
+        if self._closing.is_set():
+            raise StorageUnavailable("the server is shutting down")
+        store = self.store
+        job = Job(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            state=QUEUED,
+            created=time.time(),
+            params=public_params if public_params is not None else params,
+        )
+        limit = self.capacity() + self.queue_size
+        if not store.create(job, pickle.dumps(params, protocol=5), limit, self.input_ttl_s):
+            counts = store.counts()
+            raise QueueFull(
+                f"{counts['running']} job(s) running and {counts['queued']} queued (the limit); retry later"
+            )
+        try:
+            self.enqueue(job.id)
+        except Exception as exc:  # noqa: BLE001 - the broker went away between the two writes
+            with contextlib.suppress(StorageUnavailable):
+                store.finish(job.id, FAILED, error=f"could not be queued: {exc}")
+            raise StorageUnavailable(self._hint(f"{type(exc).__name__}: {exc}")) from exc
+        log.info("job %s (%s) queued", job.id, kind)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            return None
+        return self.store.get(job_id)
+
+    def list(self) -> list[Job]:
+        return self.store.jobs()
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def capacity(self) -> int:
+        """Jobs that can run at once: the slots of the live workers."""
+        return sum(self.store.workers(self.lease_s).values())
+
+    def workers(self) -> int:
+        return len(self.store.workers(self.lease_s))
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job, through any replica: the runner that has it kills its process
+        within a second (it reads the state back with every heartbeat). Finished jobs are left."""
+        if self.store.finish(job_id, CANCELLED, error="cancelled by the client"):
+            self.finished_elsewhere(job_id)
+            log.info("job %s cancelled", job_id)
+        return self.store.get(job_id)
+
+    # ------------------------------------------------------------ finishing, reaping
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        error: str | None = None,
+        result: dict | None = None,
+        worker: str | None = None,
+        retry: bool = False,
+    ) -> bool:
+        """Record the end of a job with its artifact list, then prune. `retry`: keep trying while the
+        broker is away (a result must not be lost to a Redis restart)."""
+        deadline = time.monotonic() + (self.lease_s if retry else 0)
+        while True:
+            try:
+                applied = self.store.finish(
+                    job_id, state, error, result, self.artifacts.list(job_id), worker=worker
+                )
+                break
+            except StorageUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    log.error("job %s: could not record %s: %s", job_id, state, exc)
+                    return False
+                time.sleep(1)
+        if applied:
+            log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
+            self._prune()
+        else:
+            self.finished_elsewhere(job_id)
+        return applied
+
+    def finished_elsewhere(self, job_id: str) -> None:
+        """A job ended by a cancel or the reaper still lists what it wrote."""
+        with contextlib.suppress(StorageUnavailable):
+            self.store.set_artifacts(job_id, self.artifacts.list(job_id))
+            self._prune()
+
+    def _prune(self) -> None:
+        for job_id in self.store.prune(self.keep):
+            self.artifacts.delete(job_id)
+
+    def reap(self) -> None:
+        """Fail running jobs whose runner is gone: on this host at once, anywhere after the lease."""
+        now = time.time()
+        for job in self.store.active():
+            if job.state != RUNNING:
+                continue
+            if worker_process_gone(job.worker):
+                who = f"the process running it ({job.worker_host})"
+                self.finish(job.id, FAILED, error=INTERRUPTED.format(who=who), worker=job.worker)
+            elif job.heartbeat is not None and now - job.heartbeat > self.lease_s:
+                error = LOST.format(who=job.worker_host, secs=now - job.heartbeat)
+                self.finish(job.id, FAILED, error=error, worker=job.worker)
+
+    # ------------------------------------------------------------ maintenance
+
+    def _maintain_once(self) -> None:
+        store = self.store
+        wanted = self.run_jobs and self.runner is None and not self._closing.is_set()
+        if wanted and (self._runner_lock is None or self._runner_lock.acquire()):
+            self.reap()  # before running anything: a predecessor's jobs are not ours to keep
+            self.runner = Runner(self, self.slots, self.nice, self.lock_dir)
+            self.runner.start()
+        if self.runner is not None:
+            store.register_worker(self.runner.worker_id, self.slots)
+            self.runner.check_threads()
+        self.reap()
+        store.sweep()
+
+    def _maintain(self) -> None:
+        every = min(5.0, self.lease_s / 4)
+        failing = False
+        while not self._closing.wait(every):
+            try:
+                self._maintain_once()
+                if failing:
+                    log.info("jobs: the %s store answers again", self.backend)
+                failing = False
+            except StorageUnavailable as exc:
+                if not failing:
+                    log.warning("jobs: %s", exc)
+                failing = True
+            except Exception:  # noqa: BLE001 - never let the maintenance thread die
+                log.exception("jobs: maintenance failed")

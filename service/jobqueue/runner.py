@@ -1,0 +1,237 @@
+"""A Runner executes queued jobs on this host: a Huey consumer whose threads each supervise one job process.
+
+Per job, the supervising thread:
+  1. takes the host lock (shared; exclusive for benchmarks), waiting while the job stays queued;
+  2. takes the job's inputs out of the store and marks it running (unless it was cancelled meanwhile);
+  3. spawns the job process (service/jobqueue/process.py) and relays its progress and partial results;
+  4. every HEARTBEAT_S renews the job's lease in the store and reads its state back: a cancel made through
+     any replica kills the process group within a second;
+  5. records the result, or the reason it failed (the process's exit code or signal).
+A runner that dies stops renewing its leases: every replica's reaper fails such jobs (job_lease_s), and a
+runner restarted on the same host fails its predecessor's jobs at once ("interrupted by restart").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import socket
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huey.consumer import Consumer
+
+from service.jobqueue.locks import HostLock
+from service.jobqueue.model import DONE, FAILED, QUEUED, RUNNING, Job, JobKind, StorageUnavailable, job_kind
+from service.jobqueue.process import death_reason, job_main, kill_group
+
+if TYPE_CHECKING:
+    from service.jobqueue.queue import JobQueue
+
+log = logging.getLogger("masklite.jobs")
+
+HOST = socket.gethostname()
+HEARTBEAT_S = 0.5  # lease renewal, progress write and cancel check, per running job
+EXIT_GRACE_S = 30.0  # a job process that lingers this long after its result is killed
+INTERRUPTED = "interrupted by restart: {who} stopped while this job was running"
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time (clock ticks since boot): with the pid, it names one process for good."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def make_worker_id() -> str:
+    pid = os.getpid()
+    return f"{HOST}:{pid}:{_start_ticks(pid)}"
+
+
+def worker_process_gone(worker: str | None) -> bool:
+    """True only when `worker` ran on this host and that process no longer exists."""
+    try:
+        host, pid, start = (worker or "").split(":")
+        return host == HOST and _start_ticks(int(pid)) != start
+    except ValueError:
+        return False
+
+
+class _Consumer(Consumer):
+    def _set_signal_handlers(self) -> None:
+        """The hosting process (uvicorn, or the worker's main) owns the signals."""
+
+
+class Runner:
+    def __init__(self, queue: JobQueue, slots: int, nice: int, lock_dir: Path):
+        self.queue = queue
+        self.slots = slots
+        self.nice = nice
+        self.host_lock = HostLock(lock_dir)
+        self.worker_id = make_worker_id()
+        self._stop = threading.Event()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._consumer: _Consumer | None = None
+
+    def start(self) -> None:
+        self.queue.store.register_worker(self.worker_id, self.slots)
+        self._consumer = _Consumer(
+            self.queue.huey,
+            workers=self.slots,
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.3,
+            max_delay=0.5,  # SQLite is polled: a job waits at most this long for an idle runner
+            shutdown_timeout=20,
+        )
+        self._consumer.start()
+        log.info("job runner %s: %d slot(s), host lock %s", self.worker_id, self.slots, self.host_lock.main)
+
+    def check_threads(self) -> None:
+        if self._consumer is not None:
+            self._consumer.check_worker_health()
+
+    def stop(self) -> None:
+        """Kill running jobs (recorded as interrupted); queued ones stay queued for the next runner."""
+        self._stop.set()
+        if self._consumer is not None:
+            self._consumer.stop(graceful=True)
+        with contextlib.suppress(StorageUnavailable):
+            self.queue.store.unregister_worker(self.worker_id)
+
+    # ------------------------------------------------------------ one job
+
+    def execute(self, job_id: str) -> None:
+        """The Huey task body, in a consumer thread."""
+        store = self.queue.store
+        job = store.get(job_id)
+        if job is None or job.state != QUEUED:
+            return  # cancelled (or pruned) while queued
+        kind = job_kind(job.kind)
+        if kind is None:
+            self.queue.finish(job_id, FAILED, error=f"this worker has no job kind {job.kind!r}")
+            return
+        last = [0.0, QUEUED]
+
+        def give_up() -> bool:
+            if self._stop.is_set():
+                return True
+            if time.monotonic() - last[0] >= HEARTBEAT_S:
+                last[0] = time.monotonic()
+                with contextlib.suppress(StorageUnavailable):
+                    current = store.get(job_id)
+                    last[1] = current.state if current else "gone"
+            return last[1] != QUEUED
+
+        try:
+            with self.host_lock.hold(kind.exclusive, give_up) as held:
+                if held:
+                    self._run(job, kind)
+                elif self._stop.is_set() and last[1] == QUEUED:
+                    self.queue.enqueue(job_id)  # still queued: it goes back for the next runner
+        except OSError as exc:
+            self.queue.finish(job_id, FAILED, error=f"cannot take the host lock {self.host_lock.main}: {exc}")
+
+    def _run(self, job: Job, kind: JobKind) -> None:
+        store = self.queue.store
+        inputs = store.take_inputs(job.id)
+        if inputs is None:
+            ttl = self.queue.input_ttl_s
+            self.queue.finish(job.id, FAILED, error=f"its inputs expired ({ttl} s) before a worker was free")
+            return
+        if not store.start(job.id, self.worker_id):
+            return  # cancelled between the lock and here
+        params: dict[str, Any] = pickle.loads(inputs)  # noqa: S301 - written by our own API, in our store
+        parent, child = self._ctx.Pipe(duplex=False)
+        out_dir = self.queue.artifacts.job_dir(job.id)
+        process = self._ctx.Process(
+            target=job_main,
+            args=(kind.fn, params, str(out_dir), child, self.nice, os.getpid()),
+            name=f"masklite-job-{kind.name}",
+        )
+        try:
+            process.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory or pids: fail this job, keep serving
+            parent.close()
+            self.queue.finish(job.id, FAILED, error=f"could not start a worker process: {exc}")
+            return
+        finally:
+            child.close()
+        del params, inputs
+        log.info("job %s (%s) running in pid %s on %s", job.id, job.kind, process.pid, self.worker_id)
+        try:
+            self._supervise(job.id, process, parent)
+        finally:
+            parent.close()
+            if process.is_alive():
+                kill_group(process.pid)
+            process.join(timeout=5)
+
+    def _supervise(self, job_id: str, process: Any, conn: Connection) -> None:
+        store = self.queue.store
+        pending: dict[str, Any] = {}  # progress not yet written
+        outcome: tuple[str, str | None, dict | None] | None = None
+        last_beat = time.monotonic()
+        while outcome is None:
+            with contextlib.suppress(OSError, ValueError):
+                wait([conn, process.sentinel], timeout=0.25)
+            outcome = self._drain(conn, pending)
+            if outcome is not None:
+                break
+            if not process.is_alive():
+                outcome = self._drain(conn, pending)  # a result may have landed just before the exit
+                if outcome is None:
+                    process.join(timeout=1)
+                    outcome = (FAILED, death_reason(process.exitcode), None)
+                break
+            if self._stop.is_set():
+                kill_group(process.pid)
+                outcome = (FAILED, INTERRUPTED.format(who=f"the job runner ({HOST})"), None)
+                break
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                last_beat = time.monotonic()
+                try:
+                    state = store.heartbeat(job_id, self.worker_id, pending)
+                    pending = {}
+                except StorageUnavailable as exc:
+                    log.warning("job %s: heartbeat not recorded: %s", job_id, exc)
+                    continue
+                if state != RUNNING:  # cancelled from some replica, or reaped: stop the work now
+                    kill_group(process.pid)
+                    log.info("job %s is %s: its process %s was killed", job_id, state, process.pid)
+                    self.queue.finished_elsewhere(job_id)
+                    return
+        state, error, result = outcome
+        if pending:
+            with contextlib.suppress(StorageUnavailable):
+                store.heartbeat(job_id, self.worker_id, pending)
+        self.queue.finish(job_id, state, error=error, result=result, worker=self.worker_id, retry=True)
+        if process.is_alive():  # tearing down after its result (pools, threads): give it a moment
+            process.join(EXIT_GRACE_S)
+
+    @staticmethod
+    def _drain(conn: Connection, pending: dict[str, Any]) -> tuple[str, str | None, dict | None] | None:
+        """Read every waiting message; the outcome once the job has reported one."""
+        while True:
+            try:
+                if not conn.poll():
+                    return None
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return None
+            if msg[0] == "progress":
+                pending["progress"] = float(min(max(msg[1], 0.0), 1.0))
+                if msg[2] is not None:
+                    pending["partial"] = msg[2]
+            elif msg[0] == "done":
+                return DONE, None, msg[1]
+            elif msg[0] == "error":
+                log.warning("job failed: %s\n%s", msg[1], msg[2])
+                return FAILED, msg[1], None

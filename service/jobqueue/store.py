@@ -1,0 +1,448 @@
+"""Where job records live so that every replica and worker sees the same ones.
+
+    SqliteStore   <jobs_dir>/jobs.sqlite3: the embedded default, one machine (any number of processes)
+    RedisStore    the broker's Redis: every replica and worker, on any machine
+
+Both keep: the job records (state, progress, partial result, result, error, artifact names, which worker
+runs it and its last heartbeat), the uploaded inputs of queued jobs (pickled, with a TTL, deleted when the
+job starts or ends), and the live workers (for the queue bound). Every state change is conditional
+(`update_if`): a cancel and a finishing worker can race, and the first one wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from service.jobqueue.model import ACTIVE, FINISHED, QUEUED, RUNNING, Job, StorageUnavailable
+
+
+class JobStore(ABC):
+    """The primitives differ per backend; the operations built on them are shared."""
+
+    name: str
+
+    # ---------------------------------------------------------------- primitives
+
+    @abstractmethod
+    def create(self, job: Job, inputs: bytes | None, max_active: int, input_ttl_s: int) -> bool:
+        """Insert a queued job (and its inputs) unless `max_active` jobs are already queued or running."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def jobs(self) -> list[Job]:
+        """Every job, newest first."""
+
+    @abstractmethod
+    def active(self) -> list[Job]:
+        """Queued and running jobs."""
+
+    @abstractmethod
+    def update_if(
+        self, job_id: str, states: Iterable[str], changes: dict[str, Any], worker: str | None = None
+    ) -> tuple[bool, str | None]:
+        """Apply `changes` if the job is in one of `states` (and run by `worker`, when given).
+        Returns (applied, the state now; None when there is no such job)."""
+
+    @abstractmethod
+    def take_inputs(self, job_id: str) -> bytes | None:
+        """The job's inputs, deleted from the store (None when absent or expired)."""
+
+    @abstractmethod
+    def drop_inputs(self, job_id: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, job_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def register_worker(self, worker: str, slots: int) -> None:
+        """A runner says it is alive and how many jobs it runs at once (renewed every few seconds)."""
+
+    @abstractmethod
+    def unregister_worker(self, worker: str) -> None: ...
+
+    @abstractmethod
+    def workers(self, lease_s: float) -> dict[str, int]:
+        """Workers seen within `lease_s`: id -> slots."""
+
+    def sweep(self) -> None:  # noqa: B027 - optional: expire what the backend does not expire by itself
+        """Delete expired inputs where the backend has no TTL of its own."""
+
+    def close(self) -> None:  # noqa: B027
+        pass
+
+    # ---------------------------------------------------------------- operations
+
+    def start(self, job_id: str, worker: str) -> bool:
+        now = time.time()
+        changes = {"state": RUNNING, "started": now, "worker": worker, "heartbeat": now}
+        return self.update_if(job_id, (QUEUED,), changes)[0]
+
+    def heartbeat(self, job_id: str, worker: str, changes: dict[str, Any] | None = None) -> str | None:
+        """Renew the running job's lease (and record progress); returns the job's state, so the caller
+        learns about a cancel from any replica."""
+        applied, state = self.update_if(
+            job_id, (RUNNING,), {**(changes or {}), "heartbeat": time.time()}, worker=worker
+        )
+        return state
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        artifacts: list[str] | None = None,
+        worker: str | None = None,
+    ) -> bool:
+        """Active -> finished, once: the first of cancel, result, failure or reaper wins."""
+        assert state in FINISHED
+        changes: dict[str, Any] = {"state": state, "finished": time.time()}
+        if error is not None:
+            changes["error"] = error
+        if result is not None:
+            changes["result"] = result
+            changes["progress"] = 1.0
+        if artifacts is not None:
+            changes["artifacts"] = artifacts
+        applied = self.update_if(job_id, ACTIVE, changes, worker=worker)[0]
+        if applied:
+            self.drop_inputs(job_id)
+        return applied
+
+    def set_artifacts(self, job_id: str, artifacts: list[str]) -> None:
+        """After a cancel won the race, the files already written are still listed."""
+        self.update_if(job_id, FINISHED, {"artifacts": artifacts})
+
+    def counts(self) -> dict[str, int]:
+        active = self.active()
+        return {
+            "running": sum(j.state == RUNNING for j in active),
+            "queued": sum(j.state == QUEUED for j in active),
+        }
+
+    def prune(self, keep: int) -> list[str]:
+        """Forget the oldest finished jobs beyond `keep`; returns their ids (the caller deletes files)."""
+        finished = [j for j in self.jobs() if j.state in FINISHED]  # newest first
+        old = [j.id for j in finished[keep:]]
+        if old:
+            self.delete(old)
+        return old
+
+
+# -------------------------------------------------------------------- SQLite
+
+
+class SqliteStore(JobStore):
+    """One SQLite file (WAL), safe across threads and processes of one machine."""
+
+    name = "sqlite"
+    SCHEMA = (
+        "create table if not exists jobs (id text primary key, created real not null, state text not null,"
+        " worker text, record text not null)",
+        "create index if not exists jobs_state on jobs (state)",
+        "create table if not exists inputs (job_id text primary key, data blob not null,"
+        " expires real not null)",
+        "create table if not exists workers (id text primary key, slots integer not null,"
+        " seen real not null)",
+    )
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+            self._conn.execute("pragma journal_mode=wal")
+            self._conn.execute("pragma synchronous=normal")
+            with self._tx() as c:
+                for sql in self.SCHEMA:
+                    c.execute(sql)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: read-check-write is atomic across processes)."""
+        with self._lock:
+            try:
+                self._conn.execute("begin immediate")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("rollback")
+                    raise
+                self._conn.execute("commit")
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"job store {self.path}: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"job store {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _row(job: Job) -> tuple:
+        return (job.id, job.created, job.state, job.worker, json.dumps(job.record(), allow_nan=False))
+
+    def create(self, job: Job, inputs: bytes | None, max_active: int, input_ttl_s: int) -> bool:
+        with self._tx() as c:
+            (active,) = c.execute("select count(*) from jobs where state in ('queued', 'running')").fetchone()
+            if active >= max_active:
+                return False
+            c.execute("insert into jobs values (?, ?, ?, ?, ?)", self._row(job))
+            if inputs is not None:
+                c.execute("insert into inputs values (?, ?, ?)", (job.id, inputs, time.time() + input_ttl_s))
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._query("select record from jobs where id = ?", (job_id,))
+        return Job.from_record(json.loads(rows[0][0])) if rows else None
+
+    def jobs(self) -> list[Job]:
+        rows = self._query("select record from jobs order by created desc")
+        return [Job.from_record(json.loads(r)) for (r,) in rows]
+
+    def active(self) -> list[Job]:
+        rows = self._query("select record from jobs where state in ('queued', 'running') order by created")
+        return [Job.from_record(json.loads(r)) for (r,) in rows]
+
+    def update_if(
+        self, job_id: str, states: Iterable[str], changes: dict[str, Any], worker: str | None = None
+    ) -> tuple[bool, str | None]:
+        with self._tx() as c:
+            row = c.execute("select record from jobs where id = ?", (job_id,)).fetchone()
+            if row is None:
+                return False, None
+            job = Job.from_record(json.loads(row[0]))
+            if job.state not in tuple(states) or (worker is not None and job.worker != worker):
+                return False, job.state
+            job = Job.from_record({**job.record(), **changes})
+            c.execute(
+                "update jobs set state = ?, worker = ?, record = ? where id = ?",
+                (job.state, job.worker, json.dumps(job.record(), allow_nan=False), job_id),
+            )
+            return True, job.state
+
+    def take_inputs(self, job_id: str) -> bytes | None:
+        with self._tx() as c:
+            row = c.execute("select data, expires from inputs where job_id = ?", (job_id,)).fetchone()
+            c.execute("delete from inputs where job_id = ?", (job_id,))
+        if row is None or row[1] < time.time():
+            return None
+        return bytes(row[0])
+
+    def drop_inputs(self, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute("delete from inputs where job_id = ?", (job_id,))
+
+    def delete(self, job_ids: list[str]) -> None:
+        with self._tx() as c:
+            c.executemany("delete from jobs where id = ?", [(i,) for i in job_ids])
+            c.executemany("delete from inputs where job_id = ?", [(i,) for i in job_ids])
+
+    def register_worker(self, worker: str, slots: int) -> None:
+        with self._tx() as c:
+            c.execute("insert or replace into workers values (?, ?, ?)", (worker, slots, time.time()))
+
+    def unregister_worker(self, worker: str) -> None:
+        with self._tx() as c:
+            c.execute("delete from workers where id = ?", (worker,))
+
+    def workers(self, lease_s: float) -> dict[str, int]:
+        rows = self._query("select id, slots from workers where seen >= ?", (time.time() - lease_s,))
+        return dict(rows)
+
+    def sweep(self) -> None:
+        now = time.time()
+        with self._tx() as c:
+            c.execute("delete from inputs where expires < ?", (now,))
+            c.execute("delete from workers where seen < ?", (now - 3600,))
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+
+# -------------------------------------------------------------------- Redis
+
+# KEYS: active set, all-jobs zset, job hash, inputs key
+# ARGV: max_active, id, created, input ttl, inputs ("" = none), field/value pairs...
+_CREATE = """
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[3], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('SADD', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[4]) end
+return 1
+"""
+
+# KEYS: job hash, active set
+# ARGV: allowed states (comma-separated, JSON-encoded like the fields), required worker ("" = any; JSON),
+#       job id, field/value pairs...
+_UPDATE_IF = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, false} end
+local ok = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then ok = true end
+end
+if ok and ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then ok = false end
+if not ok then return {0, state} end
+if #ARGV >= 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+state = redis.call('HGET', KEYS[1], 'state')
+if state ~= '"queued"' and state ~= '"running"' then redis.call('SREM', KEYS[2], ARGV[3]) end
+return {1, state}
+"""
+
+
+class RedisStore(JobStore):
+    """Keys under `masklite:`: job:<id> (a hash, each field JSON), jobs (zset by creation time),
+    jobs:active (set), input:<id> (pickled inputs, EX ttl), workers (zset by last seen) + workers:slots."""
+
+    name = "redis"
+    PREFIX = "masklite:"
+
+    def __init__(self, url: str):
+        try:
+            import redis
+        except ImportError as exc:  # extra `scale`
+            raise StorageUnavailable(
+                "MASKLITE_BROKER_URL needs the redis client: pip install 'masklite[scale]'"
+            ) from exc
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.url = url
+        self.r = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10, retry_on_timeout=True
+        )
+        self._create = self.r.register_script(_CREATE)
+        self._update_if = self.r.register_script(_UPDATE_IF)
+
+    def _k(self, *parts: str) -> str:
+        return self.PREFIX + ":".join(parts)
+
+    @contextlib.contextmanager
+    def _errors_as_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StorageUnavailable(f"job broker unreachable ({type(exc).__name__}: {exc})") from exc
+
+    @staticmethod
+    def _pairs(fields: dict[str, Any]) -> list[str]:
+        out: list[str] = []
+        for key, value in fields.items():
+            out += [key, json.dumps(value, allow_nan=False)]
+        return out
+
+    @staticmethod
+    def _job(raw: dict[bytes, bytes]) -> Job | None:
+        if not raw:
+            return None
+        return Job.from_record({k.decode(): json.loads(v) for k, v in raw.items()})
+
+    def create(self, job: Job, inputs: bytes | None, max_active: int, input_ttl_s: int) -> bool:
+        keys = [self._k("jobs", "active"), self._k("jobs"), self._k("job", job.id), self._k("input", job.id)]
+        args = [max_active, job.id, job.created, input_ttl_s, inputs or b"", *self._pairs(job.record())]
+        with self._errors_as_unavailable():
+            return bool(self._create(keys=keys, args=args))
+
+    def get(self, job_id: str) -> Job | None:
+        with self._errors_as_unavailable():
+            return self._job(self.r.hgetall(self._k("job", job_id)))
+
+    def _many(self, ids: list[bytes]) -> list[Job]:
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self._k("job", job_id.decode()))
+        return [j for j in (self._job(raw) for raw in pipe.execute()) if j is not None]
+
+    def jobs(self) -> list[Job]:
+        with self._errors_as_unavailable():
+            return self._many(self.r.zrevrange(self._k("jobs"), 0, -1))
+
+    def active(self) -> list[Job]:
+        with self._errors_as_unavailable():
+            jobs = self._many(list(self.r.smembers(self._k("jobs", "active"))))
+        return sorted(jobs, key=lambda j: j.created)
+
+    def update_if(
+        self, job_id: str, states: Iterable[str], changes: dict[str, Any], worker: str | None = None
+    ) -> tuple[bool, str | None]:
+        allowed = ",".join(json.dumps(s) for s in states)
+        keys = [self._k("job", job_id), self._k("jobs", "active")]
+        args = [allowed, json.dumps(worker) if worker is not None else "", job_id, *self._pairs(changes)]
+        with self._errors_as_unavailable():
+            applied, state = self._update_if(keys=keys, args=args)
+        return bool(applied), (json.loads(state) if state else None)
+
+    def take_inputs(self, job_id: str) -> bytes | None:
+        with self._errors_as_unavailable():
+            return self.r.getdel(self._k("input", job_id))
+
+    def drop_inputs(self, job_id: str) -> None:
+        with self._errors_as_unavailable():
+            self.r.delete(self._k("input", job_id))
+
+    def delete(self, job_ids: list[str]) -> None:
+        with self._errors_as_unavailable():
+            pipe = self.r.pipeline()
+            for job_id in job_ids:
+                pipe.delete(self._k("job", job_id), self._k("input", job_id))
+                pipe.zrem(self._k("jobs"), job_id)
+                pipe.srem(self._k("jobs", "active"), job_id)
+            pipe.execute()
+
+    def register_worker(self, worker: str, slots: int) -> None:
+        with self._errors_as_unavailable():
+            pipe = self.r.pipeline()
+            pipe.zadd(self._k("workers"), {worker: time.time()})
+            pipe.hset(self._k("workers", "slots"), worker, slots)
+            pipe.execute()
+
+    def unregister_worker(self, worker: str) -> None:
+        with self._errors_as_unavailable():
+            self.r.zrem(self._k("workers"), worker)
+            self.r.hdel(self._k("workers", "slots"), worker)
+
+    def workers(self, lease_s: float) -> dict[str, int]:
+        with self._errors_as_unavailable():
+            live = self.r.zrangebyscore(self._k("workers"), time.time() - lease_s, "+inf")
+            if not live:
+                return {}
+            slots = self.r.hmget(self._k("workers", "slots"), live)
+        return {w.decode(): int(s or 0) for w, s in zip(live, slots, strict=True)}
+
+    def sweep(self) -> None:
+        # inputs expire by themselves (EX); forget workers gone for an hour
+        with self._errors_as_unavailable():
+            gone = self.r.zrangebyscore(self._k("workers"), "-inf", time.time() - 3600)
+            if gone:
+                self.r.zrem(self._k("workers"), *gone)
+                self.r.hdel(self._k("workers", "slots"), *gone)
+
+    def ping(self) -> None:
+        with self._errors_as_unavailable():
+            self.r.ping()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.r.close()
+
+
+def open_store(broker_url: str | None, jobs_dir: Path) -> JobStore:
+    """The Redis store when a broker is configured, else SQLite beside the artifacts."""
+    if broker_url:
+        return RedisStore(broker_url)
+    return SqliteStore(Path(jobs_dir) / "jobs.sqlite3")
