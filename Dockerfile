@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# ---- service dependencies: pyproject.toml's base dependencies, no extras (code changes don't reinstall) ----
+# ---- service dependencies: pyproject.toml's base dependencies + `scale` (the Redis client, for the scale
+# deployment's replicas and workers; code changes don't reinstall) ----
 FROM base AS deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # binutils (strip) lives only in this build stage
@@ -22,7 +23,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY pyproject.toml docker/requirements.py ./
-RUN python requirements.py pyproject.toml > requirements.txt \
+RUN python requirements.py pyproject.toml --extra scale > requirements.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools \
@@ -34,7 +35,7 @@ RUN python requirements.py pyproject.toml > requirements.txt \
  && find "$sp" -name '*.so' -type f | while read -r so; do \
       if readelf -S "$so" | grep -c debug_info >/dev/null && ! readelf -d "$so" | grep -cE 'RPATH|RUNPATH' >/dev/null; then \
         strip --strip-unneeded "$so"; fi; done \
- && /opt/venv/bin/python -c "import uvloop, httptools, yaml._yaml, cv2, PIL.Image, numpy, ai_edge_litert.interpreter"
+ && /opt/venv/bin/python -c "import uvloop, httptools, yaml._yaml, cv2, PIL.Image, numpy, ai_edge_litert.interpreter, huey, redis"
 # Pruned: pip/setuptools, test suites, numpy's f2py and C headers, OpenCV's Haar cascades (YuNet only),
 # uvicorn's reload/websocket extras (watchfiles, websockets: the service uses neither), LiteRT's GPU/NPU
 # plugins (a CPU service loads none), and debug symbols of self-contained extensions (uvloop: 13 MB ->

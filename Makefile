@@ -18,8 +18,8 @@ $(PY):
 serve-deps: | $(PY)  ## the serving dependencies only: pyproject's base list, no extras, no TensorFlow
 	$(call install_missing,,the serving dependencies)
 
-test-deps: | $(PY)  ## serving + test + training + chart dependencies (extras dev, train, charts)
-	$(call install_missing,--extra train --extra dev --extra charts,the test and training dependencies)
+test-deps: | $(PY)  ## serving + test + training + chart + Redis dependencies (extras dev, train, charts, scale)
+	$(call install_missing,--extra train --extra dev --extra charts --extra scale,the test and training dependencies)
 
 setup: test-deps  ## everything (service, training, dev) in .venv/
 
