@@ -9,6 +9,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY haproxy.cfg /etc/haproxy/masklite.cfg
 RUN haproxy -c -f /etc/haproxy/masklite.cfg
+# the user the Debian package creates (its uid is not fixed)
+# hadolint ignore=DL3066
 USER haproxy
 EXPOSE 8000
 # through the balancer to any live replica

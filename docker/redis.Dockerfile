@@ -9,6 +9,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /data && chown redis:redis /data
 COPY redis.conf /etc/redis/masklite.conf
+# the user the Debian package creates (its uid is not fixed)
+# hadolint ignore=DL3066
 USER redis
 WORKDIR /data
 EXPOSE 6379

@@ -21,14 +21,15 @@ def tool(name: str) -> str:
 
 
 def test_hadolint_dockerfile() -> None:
-    cmd = [tool("hadolint"), "--no-color", "Dockerfile"]
+    dockerfiles = ["Dockerfile", "docker/redis.Dockerfile", "docker/haproxy.Dockerfile"]
+    cmd = [tool("hadolint"), "--no-color", *dockerfiles]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_compose_config_is_valid() -> None:
     compose = tool("docker-compose")
-    for profile in ([], ["--profile", "train"]):
+    for profile in ([], ["--profile", "train"], ["--profile", "scale"]):
         result = subprocess.run(
             [compose, "-f", "docker-compose.yml", *profile, "config", "-q"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
@@ -51,6 +52,38 @@ def test_compose_api_service_settings() -> None:
     jobs_dir = api["environment"]["MASKLITE_JOBS_DIR"]
     assert any(v["target"] == jobs_dir and v["type"] == "volume" for v in api["volumes"])
     assert api["ports"][0]["target"] == 8000
+
+
+def test_compose_scale_profile() -> None:
+    """Replicas and workers share the image, the jobs volume and Redis; only the balancer is published;
+    Redis keeps an append-only file on its own volume; the plain `api` is untouched by the profile."""
+    import json
+
+    def config(*profile: str) -> dict:
+        result = subprocess.run(
+            [tool("docker-compose"), "-f", "docker-compose.yml", *profile, "config", "--format", "json"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return json.loads(result.stdout)["services"]
+
+    plain, scale = config(), config("--profile", "scale")
+    assert set(plain) == {"api"} and plain["api"] == scale["api"]
+    replica, worker, redis, lb = (scale[s] for s in ("replica", "worker", "redis", "lb"))
+    assert replica["image"] == worker["image"] == plain["api"]["image"]
+    for service in (replica, worker):
+        assert service["environment"]["MASKLITE_BROKER_URL"] == "redis://redis:6379/0"
+        jobs_dir = service["environment"]["MASKLITE_JOBS_DIR"]
+        assert any(v["target"] == jobs_dir and v["source"] == "jobs" for v in service["volumes"])
+        assert service["read_only"] and service["cap_drop"] == ["ALL"]
+        assert "ports" not in service
+    assert replica["deploy"]["replicas"] == 2 and worker["deploy"]["replicas"] == 2  # the defaults
+    assert worker["command"] == ["python", "-m", "service.jobqueue.worker"] and worker["init"]
+    assert "--check" in worker["healthcheck"]["test"]
+    assert lb["ports"][0]["target"] == 8000 and "ports" not in redis
+    assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis["volumes"])
+    conf = (REPO_ROOT / "docker" / "redis.conf").read_text()
+    assert "appendonly yes" in conf and "maxmemory-policy noeviction" in conf
+    assert "server-template" in (REPO_ROOT / "docker" / "haproxy.cfg").read_text()
 
 
 def test_dockerfile_runtime_is_default_and_lean() -> None:
