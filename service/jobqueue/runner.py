@@ -88,7 +88,9 @@ class Runner:
             periodic=False,
             initial_delay=0.05,
             backoff=1.3,
-            max_delay=0.5,  # SQLite is polled: a job waits at most this long for an idle runner
+            # SQLite is polled: a job waits at most this long for an idle runner. Redis blocks on the
+            # queue and only backs off after errors (a broker restart): log those less often.
+            max_delay=5.0 if self.queue.huey.storage.blocking else 0.5,
             shutdown_timeout=20,
         )
         self._consumer.start()

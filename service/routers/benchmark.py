@@ -101,7 +101,8 @@ async def start_benchmark(request: Request) -> JSONResponse:
         "images": images,
         "models_dir": str(models_dir),
         "detector_path": str(detector) if detector else None,
-        "self_url": loopback_url(settings.host, settings.port),
+        # with a broker the job runs on a worker, where no API listens on loopback: no HTTP section
+        "self_url": None if settings.broker_url else loopback_url(settings.host, settings.port),
         "headers": headers,
     }
     public = {

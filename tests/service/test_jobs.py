@@ -295,6 +295,27 @@ def test_restart_keeps_results_and_fails_interrupted_jobs(
         second.stop()
 
 
+def test_several_server_processes_share_the_jobs(
+    server_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """MASKLITE_WORKERS=2: one process runs the jobs, every process submits and answers for them."""
+    jobs_dir = tmp_path_factory.mktemp("jobs-workers")
+    server = server_factory.start({"MASKLITE_JOBS_DIR": str(jobs_dir), "MASKLITE_WORKERS": "2"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            ids = []
+            for _ in range(2):
+                resp = c.post("/v1/robustness", json=SMALL)
+                assert resp.status_code == 202, resp.text
+                ids.append(resp.json()["job_id"])
+            for job_id in ids:
+                assert wait_state(c, job_id, {"done", "failed"})["state"] == "done"
+            listed = c.get("/v1/jobs").json()
+            assert {j["id"] for j in listed["jobs"]} == set(ids) and listed["workers"] == 1
+    finally:
+        server.stop()
+
+
 def test_unwritable_jobs_dir_is_a_clear_503_and_predict_still_works(
     server_factory: Any, tmp_path: Path
 ) -> None:
