@@ -270,17 +270,37 @@ class JobQueue:
             self.artifacts.delete(job_id)
 
     def reap(self) -> None:
-        """Fail running jobs whose runner is gone: on this host at once, anywhere after the lease."""
+        """Jobs whose runner is gone (on this host: at once; anywhere: after the lease): running ones fail
+        with the reason, claimed-but-not-started ones are queued again. Queued jobs whose message was
+        lost (a broker that died within a second of the submission) are queued again too."""
         now = time.time()
-        for job in self.store.active():
+        active = self.store.active()
+        for job in active:
+            silent = job.heartbeat is not None and now - job.heartbeat > self.lease_s
+            if job.state == QUEUED and job.worker and (worker_process_gone(job.worker) or silent):
+                if self.store.unclaim(job.id, job.worker):
+                    log.warning("job %s queued again: runner %s died before starting it", job.id, job.worker)
+                    self.enqueue(job.id)
+                continue
             if job.state != RUNNING:
                 continue
             if worker_process_gone(job.worker):
                 who = f"the process running it ({job.worker_host})"
                 self.finish(job.id, FAILED, error=INTERRUPTED.format(who=who), worker=job.worker)
-            elif job.heartbeat is not None and now - job.heartbeat > self.lease_s:
+            elif silent:
                 error = LOST.format(who=job.worker_host, secs=now - job.heartbeat)
                 self.finish(job.id, FAILED, error=error, worker=job.worker)
+        orphans = [j for j in active if j.state == QUEUED and not j.worker and now - j.created > self.lease_s]
+        if orphans:
+            huey = self.huey
+            waiting = set()
+            for message in huey.storage.enqueued_items():
+                with contextlib.suppress(Exception):  # a message of another app on the same queue name
+                    waiting.add(huey.deserialize_task(message).args[0])
+            for job in orphans:
+                if job.id not in waiting:
+                    log.warning("job %s queued again: its queue message was lost", job.id)
+                    self.enqueue(job.id)
 
     # ------------------------------------------------------------ maintenance
 

@@ -114,29 +114,29 @@ class Runner:
         """The Huey task body, in a consumer thread."""
         store = self.queue.store
         job = store.get(job_id)
-        if job is None or job.state != QUEUED:
-            return  # cancelled (or pruned) while queued
+        if job is None or not store.claim(job_id, self.worker_id):
+            return  # cancelled (or pruned) while queued, or a duplicate message of a job another runner has
         kind = job_kind(job.kind)
         if kind is None:
             self.queue.finish(job_id, FAILED, error=f"this worker has no job kind {job.kind!r}")
             return
-        last = [0.0, QUEUED]
+        last = [time.monotonic(), QUEUED]
 
         def give_up() -> bool:
+            """While waiting for the host lock: renew the claim, stop on cancel or shutdown."""
             if self._stop.is_set():
                 return True
             if time.monotonic() - last[0] >= HEARTBEAT_S:
                 last[0] = time.monotonic()
                 with contextlib.suppress(StorageUnavailable):
-                    current = store.get(job_id)
-                    last[1] = current.state if current else "gone"
+                    last[1] = store.heartbeat(job_id, self.worker_id, state=QUEUED) or "gone"
             return last[1] != QUEUED
 
         try:
             with self.host_lock.hold(kind.exclusive, give_up) as held:
                 if held:
                     self._run(job, kind)
-                elif self._stop.is_set() and last[1] == QUEUED:
+                elif self._stop.is_set() and store.unclaim(job_id, self.worker_id):
                     self.queue.enqueue(job_id)  # still queued: it goes back for the next runner
         except OSError as exc:
             self.queue.finish(job_id, FAILED, error=f"cannot take the host lock {self.host_lock.main}: {exc}")

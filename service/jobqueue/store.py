@@ -23,6 +23,8 @@ from typing import Any
 
 from service.jobqueue.model import ACTIVE, FINISHED, QUEUED, RUNNING, Job, StorageUnavailable
 
+UNCLAIMED = ""  # update_if(worker=UNCLAIMED): only a job no runner holds
+
 
 class JobStore(ABC):
     """The primitives differ per backend; the operations built on them are shared."""
@@ -50,8 +52,8 @@ class JobStore(ABC):
     def update_if(
         self, job_id: str, states: Iterable[str], changes: dict[str, Any], worker: str | None = None
     ) -> tuple[bool, str | None]:
-        """Apply `changes` if the job is in one of `states` (and run by `worker`, when given).
-        Returns (applied, the state now; None when there is no such job)."""
+        """Apply `changes` if the job is in one of `states` (and held by `worker`, when given; by no runner
+        for UNCLAIMED). Returns (applied, the state now; None when there is no such job)."""
 
     @abstractmethod
     def take_inputs(self, job_id: str) -> bytes | None:
@@ -82,18 +84,30 @@ class JobStore(ABC):
 
     # ---------------------------------------------------------------- operations
 
+    def claim(self, job_id: str, worker: str) -> bool:
+        """A runner took the job's message off the queue: it holds the job (a lease) until it starts it.
+        A runner that dies meanwhile loses the claim to the reaper, which queues the job again."""
+        changes = {"worker": worker, "heartbeat": time.time()}
+        return self.update_if(job_id, (QUEUED,), changes, worker=UNCLAIMED)[0]
+
+    def unclaim(self, job_id: str, worker: str) -> bool:
+        return self.update_if(job_id, (QUEUED,), {"worker": None, "heartbeat": None}, worker=worker)[0]
+
     def start(self, job_id: str, worker: str) -> bool:
         now = time.time()
-        changes = {"state": RUNNING, "started": now, "worker": worker, "heartbeat": now}
-        return self.update_if(job_id, (QUEUED,), changes)[0]
+        changes = {"state": RUNNING, "started": now, "heartbeat": now}
+        return self.update_if(job_id, (QUEUED,), changes, worker=worker)[0]
 
-    def heartbeat(self, job_id: str, worker: str, changes: dict[str, Any] | None = None) -> str | None:
-        """Renew the running job's lease (and record progress); returns the job's state, so the caller
-        learns about a cancel from any replica."""
-        applied, state = self.update_if(
-            job_id, (RUNNING,), {**(changes or {}), "heartbeat": time.time()}, worker=worker
+    def heartbeat(
+        self, job_id: str, worker: str, changes: dict[str, Any] | None = None, state: str = RUNNING
+    ) -> str | None:
+        """Renew the lease of the job `worker` holds in `state` (and record progress); returns the job's
+        state, so the caller learns about a cancel from any replica (or that it lost its claim: the job is
+        then still queued but no longer its own)."""
+        applied, now_state = self.update_if(
+            job_id, (state,), {**(changes or {}), "heartbeat": time.time()}, worker=worker
         )
-        return state
+        return now_state if applied or now_state != state else "lost"
 
     def finish(
         self,
@@ -226,7 +240,7 @@ class SqliteStore(JobStore):
             if row is None:
                 return False, None
             job = Job.from_record(json.loads(row[0]))
-            if job.state not in tuple(states) or (worker is not None and job.worker != worker):
+            if job.state not in tuple(states) or (worker is not None and job.worker != (worker or None)):
                 return False, job.state
             job = Job.from_record({**job.record(), **changes})
             c.execute(
@@ -382,7 +396,8 @@ class RedisStore(JobStore):
     ) -> tuple[bool, str | None]:
         allowed = ",".join(json.dumps(s) for s in states)
         keys = [self._k("job", job_id), self._k("jobs", "active")]
-        args = [allowed, json.dumps(worker) if worker is not None else "", job_id, *self._pairs(changes)]
+        required = "" if worker is None else json.dumps(worker or None)  # UNCLAIMED: the field is null
+        args = [allowed, required, job_id, *self._pairs(changes)]
         with self._errors_as_unavailable():
             applied, state = self._update_if(keys=keys, args=args)
         return bool(applied), (json.loads(state) if state else None)

@@ -126,8 +126,8 @@ def new_queue(backend: tuple[str | None, Path], run_jobs: bool, **kw: Any) -> Jo
 @pytest.fixture
 def pair(backend: tuple[str | None, Path]) -> Iterator[tuple[JobQueue, JobQueue]]:
     """(api, worker): two replicas of one deployment; the worker runs 2 jobs at once."""
-    worker = new_queue(backend, run_jobs=True, max_running=2, queue_size=2)
-    api = new_queue(backend, run_jobs=False, max_running=2, queue_size=2)
+    worker = new_queue(backend, run_jobs=True, max_running=2, queue_size=2, lease_s=4)
+    api = new_queue(backend, run_jobs=False, max_running=2, queue_size=2, lease_s=4)
     yield api, worker
     for q in (api, worker):
         for job in q.list():
@@ -151,7 +151,8 @@ def wait_for(queue: JobQueue, job_id: str, states: set[str], timeout: float = TI
 def job(kind: str = "test-sleep", state: str = "queued", **kw: Any) -> Job:
     import uuid
 
-    return Job(id=str(uuid.uuid4()), kind=kind, state=state, created=time.time(), **kw)
+    kw.setdefault("created", time.time())
+    return Job(id=str(uuid.uuid4()), kind=kind, state=state, **kw)
 
 
 # ------------------------------------------------------------------ the store
@@ -172,10 +173,13 @@ def test_store_bounds_the_active_jobs_atomically(store: JobStore) -> None:
 def test_store_first_transition_wins(store: JobStore) -> None:
     j = job()
     store.create(j, None, 10, 60)
+    assert store.claim(j.id, "w1:1:1")  # a runner took its message
+    assert not store.claim(j.id, "w2:2:2")  # a duplicate message elsewhere: not its job
+    assert not store.start(j.id, "w2:2:2")
     assert store.start(j.id, "w1:1:1")
-    assert not store.start(j.id, "w2:2:2")  # only a queued job starts
+    assert not store.start(j.id, "w1:1:1")  # only a queued job starts
     assert store.heartbeat(j.id, "w1:1:1", {"progress": 0.5, "partial": {"x": 1}}) == "running"
-    assert store.heartbeat(j.id, "w2:2:2", {"progress": 0.9}) == "running"  # not the owner: not applied
+    assert store.heartbeat(j.id, "w2:2:2", {"progress": 0.9}) == "lost"  # not its job: not applied
     assert store.get(j.id).progress == 0.5
     assert store.finish(j.id, "cancelled", error="cancelled by the client")  # a replica cancels ...
     assert store.heartbeat(j.id, "w1:1:1") == "cancelled"  # ... the runner learns it with its heartbeat
@@ -278,7 +282,8 @@ def test_reaper_fails_a_job_whose_worker_went_silent(backend: tuple[str | None, 
     try:
         j = job(state="queued")
         api.store.create(j, None, 10, 60)
-        assert api.store.start(j.id, "gone-host:1:1")  # a worker on another machine took it, then died
+        assert api.store.claim(j.id, "gone-host:1:1") and api.store.start(j.id, "gone-host:1:1")
+        # a worker on another machine took it, then died
         time.sleep(3.5)
         api.reap()
         failed = api.get(j.id)
@@ -286,6 +291,26 @@ def test_reaper_fails_a_job_whose_worker_went_silent(backend: tuple[str | None, 
         assert "gone-host" in failed.error
     finally:
         api.close()
+
+
+def test_a_claimed_job_whose_runner_died_is_queued_again(pair: tuple[JobQueue, JobQueue]) -> None:
+    """A runner took the message, then died before starting the job (waiting for the host lock): the
+    reaper gives the job back to the queue and a live runner runs it. Never lost."""
+    api, _ = pair
+    j = job()
+    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)  # as submit does, minus the message it ate
+    assert api.store.claim(j.id, "gone-host:1:1")
+    time.sleep(api.lease_s + 0.5)
+    api.reap()
+    assert wait_for(api, j.id, {"done", "failed"}).state == "done"
+
+
+def test_a_queued_job_whose_message_was_lost_is_queued_again(pair: tuple[JobQueue, JobQueue]) -> None:
+    api, _ = pair
+    j = job(created=time.time() - api.lease_s - 1)  # queued a while ago; its message never reached the queue
+    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)
+    api.reap()
+    assert wait_for(api, j.id, {"done", "failed"}).state == "done"
 
 
 def test_queued_jobs_survive_a_restart_running_ones_fail(backend: tuple[str | None, Path]) -> None:
