@@ -7,9 +7,10 @@ For each replica count: `docker compose --profile scale up -d --scale api=0 --sc
 workers: the replicas get the CPU), wait until that many replicas answer /health/ready through the
 balancer, warm up, then service.bench.loadgen posts the bundled sample photo (768x384, 2 faces) to
 /v1/predict for --seconds at --clients concurrent clients, on loopback. Prints req/s, latency, how the
-answers split over the replicas, and the 1-minute load average before and after (a run that starts above
-1.0 is marked noisy). Everything is torn down at the end (`compose down -v`). Images: MASKLITE_IMAGE,
-MASKLITE_REDIS_IMAGE, MASKLITE_LB_IMAGE as in docker-compose.yml, or --build.
+answers split over the replicas, and the 1-minute load average before and after (each run first waits up
+to 2 minutes for it to settle below 1.0; a run that starts above is marked noisy). The load generator
+shares the CPUs with the replicas. Everything is torn down at the end (`compose down -v`). Images:
+MASKLITE_IMAGE, MASKLITE_REDIS_IMAGE, MASKLITE_LB_IMAGE as in docker-compose.yml, or --build.
 
 On a 2-core machine 2 replicas cannot beat 1: one replica already uses both cores (2 inference threads +
 YuNet), so a second one only splits the same CPU. Replicas scale throughput when each gets its own cores.
@@ -59,6 +60,15 @@ def wait_ready(url: str, replicas: int, timeout: float = 180) -> None:
         raise SystemExit(f"only {len(seen)} of {replicas} replicas ready after {timeout:.0f} s")
 
 
+def settle(limit: float = 1.0, timeout: float = 120) -> float:
+    """Wait (bounded) for the 1-minute load average to fall below `limit`: the previous run's own load
+    lingers in it for a minute or more. Returns the load average when the wait ended."""
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def spread(url: str, image: bytes, n: int = 40) -> dict[str, int]:
     with httpx.Client(base_url=url, timeout=30) as c:
         return dict(
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                "--scale", f"replica={replicas}", env=env)  # fmt: skip
             wait_ready(url, replicas)
             split = spread(url, image)  # also the warm-up
-            load_before = os.getloadavg()[0]
+            load_before = settle()
             cfg = LoadConfig(
                 url, image, concurrency=args.clients, duration_s=args.seconds, label=f"{replicas}r"
             )
