@@ -126,20 +126,6 @@ class ModelCard(BaseModel):
     def mask_index(self) -> int:
         return self.labels.index(MASK_LABEL)
 
-    def decide(self, mask_probability: float, box: tuple[int, int, int, int], precision: str | None) -> str:
-        """The label the service answers: `unknown` below the smallest judgeable face, else the mask label
-        when the probability reaches the model's threshold, else the other label."""
-        if min(box[2], box[3]) < self.min_face_size:
-            return UNKNOWN_LABEL
-        entry = self.models.get(precision) if precision is not None else None
-        threshold = entry.decision_threshold if entry is not None else 0.5
-        if mask_probability >= threshold:
-            return MASK_LABEL
-        return next(label for label in self.labels if label != MASK_LABEL)
-
-    def model_path(self, models_dir: Path, precision: str) -> Path:
-        return models_dir / self.models[precision].file
-
     def input_for(self, precision: str | None = None) -> InputSpec:
         """The input spec of one model: its entry's own `input` when it has one, else the card default."""
         entry = self.models.get(precision) if precision is not None else None

@@ -39,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from masklite import charts_available
 from masklite.card import InputSpec, ModelCard, load_card
-from masklite.classifier import Classifier, _dequantize, _quantize
+from masklite.classifier import Classifier, normalize, quantize
+from masklite.classifier import dequantize as dequantize_output
 from masklite.evalset import EvalSet, EvalSetLimits, default_evalset_path, load_evalset, load_evalset_file
 from masklite.paths import DEFAULT_MODELS_DIR
-from masklite.preprocess import normalize
 
 ORIGINAL_SCALARS: tuple[float, ...] = (0.25, 0.4, 0.6, 0.85, 0.96, 1, 1.1, 1.25, 1.5, 1.75, 2)
 DEFAULT_NOISE_SIGMAS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
@@ -372,7 +372,7 @@ class ModelSplit:
         outs = interp.get_output_details()
         acts = {d["index"]: np.empty((len(inputs), *d["shape"][1:]), dtype=d["dtype"]) for d in outs}
         for n, x in enumerate(inputs):
-            interp.set_tensor(inp["index"], _quantize(x[None], inp))
+            interp.set_tensor(inp["index"], quantize(x[None], inp))
             interp.invoke()
             for d in outs:
                 acts[d["index"]][n] = interp.get_tensor(d["index"])[0]
@@ -395,7 +395,7 @@ class ModelSplit:
             for d in ins:
                 interp.set_tensor(d["index"], acts[d["index"]][i : i + 1])
             interp.invoke()
-            probs[i] = _dequantize(interp.get_tensor(out["index"])[0], out)
+            probs[i] = dequantize_output(interp.get_tensor(out["index"])[0], out)
         return labels_from_probs(probs)
 
 

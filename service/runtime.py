@@ -31,9 +31,8 @@ import numpy as np
 from masklite.card import ChecksumError, ModelCard, load_card, verify_detector_file, verify_model_file
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, make_detector, resolve_detector_file
-from masklite.infer import infer_bytes
 from masklite.paths import resolve_detector_path
-from masklite.pipeline import Prediction, predict_faces
+from masklite.pipeline import Prediction, infer_bytes, predict_faces
 from service import metrics
 from service.errors import ApiError
 from service.settings import Settings
@@ -252,7 +251,11 @@ class Runtime:
             state = _ThreadState()
             for precision, m in self.models.items():
                 if m.loaded:
-                    state.classifiers[precision] = Classifier(m.path, num_threads=1)  # type: ignore[arg-type]
+                    state.classifiers[precision] = Classifier(
+                        m.path,  # type: ignore[arg-type]
+                        num_threads=1,
+                        spec=self.card.input_for(precision),  # type: ignore[union-attr]
+                    )
             if self.detector.available:
                 state.detector = self._make_detector(self.detector.path)  # type: ignore[arg-type]
             self._local.state = state

@@ -1,6 +1,6 @@
 """`evaluate`: Keras, float32 TFLite and int8 TFLite on the test split and on the scene photos.
 
-The two TFLite models run through masklite.classifier.Classifier on inputs from masklite.preprocess,
+The two TFLite models run through masklite.classifier.Classifier on inputs from its `preprocess`,
 the exact code the service uses. Writes metrics into model_card.json, plots into models/plots/,
 the held-out evaluation set models/evalset.zip, and models/MODEL_CARD.md.
 """
@@ -18,11 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from masklite.card import ModelCard, load_card, save_card
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, normalize, preprocess
 from masklite.evalset import load_evalset_file
 from masklite.faces import FaceDetector
 from masklite.paths import sha256_file
-from masklite.preprocess import normalize, preprocess
 from training import plots
 from training.config import HeadConfig
 from training.features import load_split

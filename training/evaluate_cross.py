@@ -16,6 +16,7 @@ from tqdm import tqdm
 from masklite.card import ModelCard
 from masklite.faces import FaceDetector, match_boxes
 from masklite.image import read_image_file
+from masklite.pipeline import decide_label
 from training.crosssource import (
     by_size,
     choose_min_face,
@@ -122,7 +123,7 @@ def end_to_end(
         probs = classify(crops)[:, card.mask_index]
         for (i, j), p in zip(pairs, probs, strict=True):
             y.append(labels.index(ann.labels[i]))
-            answer = card.decide(float(p), kept[j].box, precision)
+            answer = decide_label(card, float(p), kept[j].box, precision)
             pred.append(labels.index(answer) if answer in labels else -1)
     total = sum(recall_n.values())
     return {

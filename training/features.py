@@ -1,7 +1,7 @@
 """Face crops (clean and augmented) -> frozen MobileNetV2 pooled features, cached under <work>/features.
 
 The head then trains on these vectors in seconds. Crops use masklite.faces.crop_face and
-masklite.preprocess (the service's exact code), so training sees what serving sees.
+masklite.classifier.preprocess (the service's exact code), so training sees what serving sees.
 Augmented views (train only) mimic faces found in scene photos: jittered detector box, h-flip,
 low resolution (down- then up-sampled), brightness/contrast.
 """
@@ -19,10 +19,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from masklite.card import InputSpec
+from masklite.classifier import preprocess, resize_crop
 from masklite.faces import crop_face
 from masklite.image import read_image_file
 from masklite.paths import ENV_BACKBONE_WEIGHTS, env_path
-from masklite.preprocess import preprocess, resize_crop
 from training.config import FeatureConfig
 from training.prepare import atomic_dir, commit_dir
 

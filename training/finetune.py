@@ -62,7 +62,7 @@ def lower_activations(lower, crops: np.ndarray, spec, batch: int = 128, progress
     """Frozen lower-block outputs (N, 8, 8, 96) of uint8 crops at input size, as float16."""
     import tensorflow as tf
 
-    from masklite.preprocess import normalize
+    from masklite.classifier import normalize
 
     fn = tf.function(lambda x: lower(x, training=False), reduce_retracing=True)
     out = []

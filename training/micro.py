@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from masklite.card import InputSpec, ModelCard, ModelEntry, load_card, save_card
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, normalize, preprocess
 from masklite.paths import sha256_file
-from masklite.preprocess import normalize, preprocess
 from training.export import representative_indices, to_tflite_int8, write_bytes_atomic
 from training.features import input_spec
 from training.metrics import classification_metrics, summary

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from masklite.preprocess import resize_crop
+from masklite.classifier import resize_crop
 from training.config import FeatureConfig
 from training.features import load_split
 from training.prepare import atomic_dir, commit_dir
@@ -98,8 +98,7 @@ def load_views(work: Path, split: str, size: int) -> dict[str, np.ndarray]:
 def teacher_logits(work: Path, models_dir: Path) -> tuple[np.ndarray, dict]:
     """The shipped float32 model's log-probabilities on every cached train view (LiteRT, 2 threads)."""
     from masklite.card import load_card, verify_model_file
-    from masklite.classifier import Classifier
-    from masklite.preprocess import normalize
+    from masklite.classifier import Classifier, normalize
     from training.features import input_spec
 
     card = load_card(models_dir)
@@ -119,7 +118,7 @@ def teacher_logits(work: Path, models_dir: Path) -> tuple[np.ndarray, dict]:
 def check_teacher(work: Path, weights: str, logits: np.ndarray, n: int = 48, seed: int = 0) -> dict:
     """Run the full Keras teacher (fine-tuned backbone + head) on train views, clean and augmented, and
     compare with the cached soft labels of the float32 TFLite teacher."""
-    from masklite.preprocess import normalize
+    from masklite.classifier import normalize
     from training.features import input_spec
     from training.stages import composed_model
 

@@ -111,7 +111,7 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "## Input",
         "",
         f"* {card.input.size[0]}×{card.input.size[1]} {card.input.color}, x = pixel × scale + offset with scale "
-        f"{card.input.scale:.6f} and offset {card.input.offset} (i.e. pixel/127.5 − 1); `masklite.preprocess` "
+        f"{card.input.scale:.6f} and offset {card.input.offset} (i.e. pixel/127.5 − 1); `masklite.classifier.preprocess` "
         "implements it for training and "
         "serving alike.",
         f"* Crop: YuNet face box grown by **{card.crop_margin}** of its longer side on each side, squared and "
@@ -323,7 +323,7 @@ def _detector_lines(card: ModelCard) -> list[str]:
     d = card.detector
     lines = [
         f"* Face detector: YuNet `{d.file}` (sha256 `{d.sha256}`), score threshold {d.score_threshold}, "
-        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.yunet`) are "
+        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.faces`) are "
         "OpenCV's, so the scores and thresholds mean the same on every runtime. Files derived from it:"
     ]
     lines += [

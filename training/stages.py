@@ -117,7 +117,7 @@ def _finetune_info(work: Path) -> dict | None:
 def representative_batch(
     work: Path, meta: dict, n: int = REPRESENTATIVE_SAMPLES, seed: int = 0
 ) -> np.ndarray:
-    from masklite.preprocess import normalize
+    from masklite.classifier import normalize
 
     with np.load(work / "features" / "crops_train.npz") as z:
         crops, y = z["crops"], z["y"]

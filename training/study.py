@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from masklite.classifier import Classifier
-from masklite.preprocess import normalize
+from masklite.classifier import Classifier, normalize
 from training.config import HeadConfig
 
 GRIDS = {
@@ -76,16 +75,16 @@ def run_vector_model(model: bytes, x: np.ndarray) -> np.ndarray:
     at the edges as masklite.classifier.Classifier (which is built for image inputs)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from masklite.classifier import _dequantize, _quantize
+    from masklite.classifier import dequantize, quantize
 
     interpreter = Interpreter(model_content=model, num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     res = np.empty((len(x), int(out["shape"][-1])), np.float32)
     for i, row in enumerate(x):
-        interpreter.set_tensor(inp["index"], _quantize(row[None].astype(np.float32), inp))
+        interpreter.set_tensor(inp["index"], quantize(row[None].astype(np.float32), inp))
         interpreter.invoke()
-        res[i] = _dequantize(interpreter.get_tensor(out["index"])[0], out)
+        res[i] = dequantize(interpreter.get_tensor(out["index"])[0], out)
     return res
 
 

@@ -2,7 +2,7 @@
 
     python -m service.bench.phone [--runs 15] [--json out.json]
 
-Server-side cost in-process (masklite.infer.infer_bytes, the service's path: reduced-size JPEG decode,
+Server-side cost in-process (masklite.pipeline.infer_bytes, the service's path: reduced-size JPEG decode,
 detector, classifier), thread CPU ms, the two sizes interleaved. Then, on every scene upscaled to 12 MP:
 are the boxes (IoU >= 0.9) and labels the same with the reduced-size decode as with the full decode of
 the same file (what the reduction changes), and as on the scene itself (information: the detector also
@@ -27,8 +27,8 @@ from tqdm import tqdm
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
 from masklite.faces import match_boxes
-from masklite.infer import infer_bytes
 from masklite.paths import DEFAULT_MODELS_DIR
+from masklite.pipeline import infer_bytes
 from service.bench import stats
 from service.bench.images import BenchImage, load_scenes, scenes_dir
 from service.bench.runner import load_detector

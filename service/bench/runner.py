@@ -1,6 +1,6 @@
 """The in-process benchmark: classifier latency, pipeline latency per stage, scenes recall/accuracy, memory.
 
-Everything runs through masklite (Classifier, masklite.infer.infer_bytes): the exact path the service
+Everything runs through masklite (Classifier, masklite.pipeline.infer_bytes): the exact path the service
 takes, so the numbers are the service's numbers minus HTTP.
 """
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from masklite.card import ModelCard, load_card, verify_model_file
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.faces import (
     DETECT_MAX_SIDE,
     FaceDetector,
@@ -26,9 +26,8 @@ from masklite.faces import (
     resolve_detector_file,
 )
 from masklite.image import decode_image
-from masklite.infer import infer_bytes
 from masklite.paths import DEFAULT_MODELS_DIR
-from masklite.preprocess import preprocess
+from masklite.pipeline import infer_bytes
 from service.bench import stats
 from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 
@@ -190,7 +189,7 @@ def run_pipeline_once(
     detector: FaceDetector | None,
     detect_size: int | None = None,
 ) -> tuple[dict[str, float], list]:
-    """decode -> detect -> classify, as the service does it (masklite.infer); stage times in ms (+ CPU)."""
+    """decode -> detect -> classify, as the service does it (infer_bytes); stage times in ms (+ CPU)."""
     c0, t0 = time.process_time(), time.perf_counter()
     res = infer_bytes(image.data, card, classifier, detector, detect_faces=True, detect_size=detect_size)
     pred = res.prediction

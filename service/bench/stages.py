@@ -23,11 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES, crop_face
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
-from masklite.preprocess import preprocess
 from service.bench import stats
 from service.bench.images import load_scenes, make_target_image, scenes_dir
 from service.bench.runner import SceneScore, load_detector, run_pipeline_once

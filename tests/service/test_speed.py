@@ -19,7 +19,7 @@ from masklite.card import load_card, verify_model_file
 from masklite.classifier import MAX_BATCH, Classifier
 from masklite.faces import match_boxes
 from masklite.image import decode_image_reduced
-from masklite.infer import infer_bytes
+from masklite.pipeline import infer_bytes
 from service.bench.detectors import compare_detectors
 from service.bench.phone import PHONE_PIXELS, phone_costs, resized_jpeg
 from service.bench.runner import load_detector

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from masklite.card import ModelCard, load_card, verify_model_file
+from masklite.classifier import preprocess
 from masklite.image import decode_image
-from masklite.preprocess import preprocess
 
 pytest.importorskip("tflite_micro", reason="tflite-micro (dev extra) is not installed")
 

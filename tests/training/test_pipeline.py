@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.faces import FaceDetector, crop_face
 from masklite.image import read_image_file
-from masklite.preprocess import preprocess
 from training.features import VIEW_KINDS
 
 PER_CLASS = 40
