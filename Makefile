@@ -53,7 +53,7 @@ robustness-report:  ## per-layer weight robustness of the shipped models -> repo
 	$(PY) -m masklite.robustness_cli report --workers 2
 
 reliability:  ## hardening tests in the long profile (fuzz >= 1,000 cases, 30 s overload, ...) -> RELIABILITY.md (~15 min)
-	$(PY) tests/hardening/reliability.py --profile long $(ARGS)
+	$(PY) tools/reliability_report.py --profile long $(ARGS)
 
 fuzz:  ## schemathesis against /openapi.json of a real server, long profile (>= 1,000 cases)
 	MASKLITE_HARDENING_PROFILE=long $(PY) -m pytest tests/hardening/test_fuzz.py -rs

@@ -1,8 +1,8 @@
 """Regenerate RELIABILITY.md: run the hardening tests (and the service tests they refer to) and tabulate
 test, cases tried, result.
 
-    make reliability                       # = python tests/hardening/reliability.py --profile long
-    python tests/hardening/reliability.py --profile ci --out /tmp/R.md   # the shorter CI profile
+    make reliability                       # = python tools/reliability_report.py --profile long
+    python tools/reliability_report.py --profile ci --out /tmp/R.md   # the shorter CI profile
 
 Tests report what they tried with pytest's `record_property("cases", n)` and `record_property("detail",
 text)`; a test that records nothing counts 1 case per parametrization. The table is written even when tests
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # (area, pytest selection): the hardening tests plus the existing tests that cover the rest of issue #8
 SELECTION: list[tuple[str, str]] = [
