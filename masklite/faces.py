@@ -289,7 +289,7 @@ class LiteRtYuNet:
         inp = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(inp["index"], [1, pad_h, pad_w, 3])
         interpreter.allocate_tensors()
-        outs = interpreter.get_output_details()
+        outs = _head_outputs(interpreter)
         channels = tuple(int(o["shape"][-1]) for o in outs)
         if channels != HEAD_CHANNELS:
             raise ValueError(f"not YuNet's head maps: output channels {channels}, expected {HEAD_CHANNELS}")
@@ -303,11 +303,26 @@ class LiteRtYuNet:
         height, width = rgb.shape[:2]
         pad_w, pad_h = padded_size(width, height)
         interpreter, index, outputs = self._interpreter(pad_w, pad_h)
-        x = np.zeros((1, pad_h, pad_w, 3), dtype=np.float32)  # NHWC, BGR, zero padding
-        x[0, :height, :width] = rgb[:, :, ::-1]
-        interpreter.set_tensor(index, x)
+        # Written straight into the input tensor (no float copy of the frame, no set_tensor copy): NHWC,
+        # BGR, raw 0..255, zeros in the padding. cvtColor + a casting copy is ~6x cheaper than a reversed
+        # numpy view. The view is dropped before invoke, as LiteRT requires.
+        x = interpreter.tensor(index)()
+        np.copyto(x[0, :height, :width], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), casting="unsafe")
+        x[0, height:] = 0
+        x[0, :height, width:] = 0
+        del x
         interpreter.invoke()
         return {n: interpreter.get_tensor(i) for n, i in zip(HEAD_NAMES, outputs, strict=True)}, pad_w, pad_h
+
+
+def _head_outputs(interpreter: Any) -> list[dict]:
+    """The twelve head maps in HEAD_NAMES order. A converter may list a graph's outputs in any order; its
+    serving signature keeps the source graph's order as output_0 ... output_11, so read that when present."""
+    signature = interpreter.get_signature_list().get("serving_default", {}).get("outputs", [])
+    if sorted(signature) != sorted(f"output_{k}" for k in range(len(HEAD_NAMES))):
+        return interpreter.get_output_details()
+    details = interpreter.get_signature_runner("serving_default").get_output_details()
+    return [details[f"output_{k}"] for k in range(len(HEAD_NAMES))]
 
 
 # runtime name -> the engine that runs the network (`masklite.faces` picks by the card's detector.runtime)
