@@ -129,9 +129,11 @@ def find_weighted_layers(data: bytes) -> tuple[list[WeightedLayer], list[str]]:
     and a note for each such op whose weights cannot be patched (not constant, not float32/int8)."""
     try:
         model = schema.Model.GetRootAs(data, 0)
-        subgraph = model.Subgraphs(0)
+        subgraph = model.Subgraphs(0) if model.SubgraphsLength() else None
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not a tflite flatbuffer"
         raise RobustnessError(f"not a readable .tflite model: {exc}") from exc
+    if subgraph is None:  # bytes that happen to parse (zeros, say) but hold no graph
+        raise RobustnessError("not a readable .tflite model: it has no subgraph")
     found: list[tuple[int, str, tuple, str]] = []
     skipped: list[str] = []
     for op_index in range(subgraph.OperatorsLength()):
