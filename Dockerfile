@@ -97,6 +97,7 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # code and models (the YuNet detector included) stay root-owned: the service user can read, not change them
 COPY masklite/ masklite/
+COPY robustness/ robustness/
 COPY service/ service/
 COPY models/ models/
 # the base image's environment (FROM scratch starts empty), then the service's settings

@@ -50,7 +50,7 @@ build-models:  ## prepare -> train -> export -> evaluate, writes models/
 	$(PY) -m training build
 
 robustness-report:  ## per-layer weight robustness of the shipped models -> reports/robustness.md + PNGs
-	$(PY) -m masklite.robustness_cli report --workers 2
+	$(PY) -m robustness report --workers 2
 
 reliability:  ## hardening tests in the long profile (fuzz >= 1,000 cases, 30 s overload, ...) -> RELIABILITY.md (~15 min)
 	$(PY) tools/reliability_report.py --profile long $(ARGS)

@@ -26,7 +26,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from masklite.card import ModelCard, load_card
 from masklite.evalset import EvalSetError, EvalSetLimits, default_evalset_path, load_evalset
-from masklite.robustness import MAX_CELLS, GridSpec, RobustnessError, TFLiteModel, run_job
+from robustness.errors import RobustnessError
+from robustness.run import run_job
+from robustness.spec import MAX_CELLS, GridSpec
+from robustness.surgery import TFLiteModel
 from service.errors import ApiError, error_responses
 from service.jobs import register_job_kind
 from service.routers.jobs import JobAccepted, parse_json_params, submit_job
