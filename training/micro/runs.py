@@ -1,15 +1,8 @@
-"""`python -m training micro`: the microcontroller-class model (issue #9).
+"""The micro model's runs: each variant trained from scratch (with or without distillation), exported to int8,
+measured (accuracy, size, MACs, TFLM arena), and the selection among them.
 
-Stages (`--stage`, default all, each reads the previous one's work files under <work>/micro):
-  data     face crops at the micro sizes, replaying the main pipeline's views (training.micro_data)
-  teacher  the main model's soft labels on every train view, cached once (training.micro_data)
-  train    each variant from scratch, with and without distillation -> <work>/micro/runs/<run>/
-  ship     pick a run by measurements, verify it in TFLM, write models/masklite_micro_int8.tflite,
-           the card entry models.micro, reports/micro.md and reports/micro_accuracy_vs_size.png
-
-Why from scratch: the only ImageNet weights here are MobileNetV2 alpha 1.0, too big for a microcontroller.
-Distillation: loss = (1 - a) * CE(labels) + a * T^2 * KL(teacher_T || student_T), teacher = the main
-model's Keras form (frozen alpha-1.0 backbone + dense head), logits cached per train view.
+A run's results live in <work>/micro/runs/<run>/result.json; a finished run is reused, not retrained.
+TensorFlow is imported inside the training functions only (importing training must not load it).
 """
 
 from __future__ import annotations
@@ -21,22 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from masklite.card import InputSpec, ModelCard, ModelEntry, load_card, save_card
+from masklite.card import InputSpec
 from masklite.classifier import Classifier, normalize, preprocess
-from masklite.paths import sha256_file
-from training.export import representative_indices, to_tflite_int8, write_bytes_atomic
+from masklite.files import write_bytes_atomic
+from training.export import representative_indices, to_tflite_int8
 from training.features import input_spec
-from training.metrics import classification_metrics, summary
-from training.micro_data import MICRO_DIR, load_teacher, load_views
-from training.micro_net import NetConfig
-
-MICRO_FILE = "masklite_micro_int8.tflite"
-MICRO_KEY = "micro"
-MAX_FILE_BYTES = 500 * 1024
-MAX_ARENA_BYTES = 384 * 1024
-MAX_ACC_GAP = 0.02
-# runs whose val accuracy is within this of the best count as tied; the smallest file among them wins
-SELECT_TIE = 0.005
+from training.head import seed_everything
+from training.micro.data import MICRO_DIR, load_teacher, load_views
+from training.micro.entry import MAX_ARENA_BYTES, MAX_FILE_BYTES, SELECT_TIE
+from training.micro.net import NetConfig, build_micro_net, with_softmax
+from training.micro.tflm import count_macs, min_arena
+from training.scores import classification_metrics, summary
 
 
 @dataclass(frozen=True)
@@ -124,9 +112,6 @@ def train_run(
     import keras
     import tensorflow as tf
 
-    from training.head import seed_everything
-    from training.micro_net import build_micro_net
-
     seed_everything(cfg.seed)
     spec = micro_spec(cfg.net.size)
     train, val = load_views(work, "train", cfg.net.size), load_views(work, "val", cfg.net.size)
@@ -186,9 +171,6 @@ def evaluate_run(
     work: Path, cfg: RunConfig, model, labels: list[str], history: dict, seconds: float
 ) -> RunResult:
     """int8 export + Keras/int8 metrics on val and test + size, MACs and TFLM arena."""
-    from training.micro_net import with_softmax
-    from training.micro_tflm import count_macs, min_arena
-
     spec = micro_spec(cfg.net.size)
     out = runs_dir(work) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
@@ -222,9 +204,6 @@ def budget_check(work: Path, cfg: RunConfig, num_classes: int) -> RunResult | No
     shares identical constant buffers, which only untrained weights have), so a variant already over the
     flash budget is recorded as skipped instead of spending CPU minutes on training it. (The arena is not
     probed here: TFLM does not load this untrained export.)"""
-    from training.micro_net import build_micro_net, with_softmax
-    from training.micro_tflm import count_macs
-
     spec = micro_spec(cfg.net.size)
     train = load_views(work, "train", cfg.net.size)
     clean = train["view"] == 0
@@ -266,7 +245,7 @@ def run_configs(spec: str) -> list[RunConfig]:
     return cfgs
 
 
-def stage_train(
+def train_runs(
     work: Path, cfgs: list[RunConfig], labels: list[str], force: bool = False, progress: bool = True
 ) -> list[RunResult]:
     """Train and measure every run not already measured (a finished run's result.json is reused)."""
@@ -313,251 +292,3 @@ def select(results: list[RunResult]) -> RunResult:
     best = max(r.int8["val"]["accuracy"] for r in ok)
     tied = [r for r in ok if r.int8["val"]["accuracy"] >= best - SELECT_TIE]
     return min(tied, key=lambda r: (r.file_bytes, -r.int8["val"]["accuracy"]))
-
-
-# ---------------------------------------------------------------- ship
-
-
-def _evalset_inputs(models_dir: Path, card: ModelCard, spec: InputSpec) -> tuple[np.ndarray, np.ndarray, str]:
-    """The shipped evaluation set (models/evalset.zip, test-split crops) through the card's preprocessing
-    at the micro model's `spec`."""
-    from masklite.evalset import default_evalset_path, load_evalset_file
-
-    path = default_evalset_path(models_dir)
-    ev = load_evalset_file(path, card)
-    return preprocess(list(ev.images), spec), ev.labels, path.name
-
-
-def verify_in_tflm(model_path: Path, x: np.ndarray) -> dict:
-    """Smallest arena (searched twice: it must reproduce), then TFLM vs LiteRT on `x` AT that arena."""
-    from training.micro_tflm import agreement, allocations_report, latency_ms, min_arena, quantize_input
-
-    first, second = min_arena(model_path), min_arena(model_path)
-    if first["arena_bytes"] != second["arena_bytes"]:
-        raise RuntimeError(f"TFLM arena search is not reproducible: {first} vs {second}")
-    arena = first["arena_bytes"]
-    model = model_path.read_bytes()
-    agree = agreement(model, quantize_input(model, x), arena)
-    return {
-        "arena": first | {"repeat_arena_bytes": second["arena_bytes"]},
-        "agreement": agree,
-        "latency_ms": latency_ms(model, arena),
-        "allocations": allocations_report(model, arena),
-    }
-
-
-def stage_ship(
-    work: Path,
-    models_dir: Path,
-    reports_dir: Path,
-    results: list[RunResult],
-    scenes_dir: Path | None,
-    detector_path: Path | None,
-) -> ModelEntry:
-    """Copy the selected run to models/, measure it like the others, add models.micro, write the report."""
-    from masklite.faces import FaceDetector
-    from training.evaluate import classify_fn
-    from training.micro_data import feature_config
-    from training.scenes import load_scenes, scene_metrics
-
-    card = load_card(models_dir)
-    if "int8" not in card.models:
-        raise FileNotFoundError(f"{models_dir}/model_card.json has no int8 model: build the main model first")
-    chosen = select(results)
-    cfg = chosen.config
-    spec = micro_spec(int(cfg["net"]["size"]))
-    src = runs_dir(work) / cfg["name"] / "int8.tflite"
-    write_bytes_atomic(models_dir / MICRO_FILE, src.read_bytes())
-    path = models_dir / MICRO_FILE
-    clf = Classifier(path, num_threads=1)
-    if clf.precision != "int8" or clf.input_size != tuple(spec.size):
-        raise ValueError(f"{src}: expected an int8 model with a {spec.size} input")
-
-    metrics: dict = {"test": chosen.int8["test"], "val": chosen.int8["val"]}
-    x_ev, y_ev, ev_name = _evalset_inputs(models_dir, card, spec)
-    metrics["evalset"] = summary(
-        classification_metrics(clf.predict(x_ev), y_ev, card.labels, card.mask_index)
-    )
-    if scenes_dir is not None:
-        detector = None
-        if detector_path is not None:
-            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
-        metrics["scenes"] = scene_metrics(
-            load_scenes(scenes_dir), card.labels, classify_fn(clf, spec), card.crop_margin, detector
-        )
-    if (work / "features" / "crops_xval.npz").is_file():  # its own threshold, chosen on xval like the others
-        from training import evaluate_cross
-
-        classify = classify_fn(clf, spec)
-        chosen_t = evaluate_cross.choose_thresholds(work, card, {MICRO_KEY: classify})["decision"][MICRO_KEY]
-        threshold = chosen_t["threshold"]
-        metrics["cross_source"] = evaluate_cross.score_model(
-            work, card, MICRO_KEY, classify, threshold, card.min_face_size
-        )
-    else:
-        threshold = 0.5
-    tflm = verify_in_tflm(path, x_ev)
-    tflm["agreement"]["source"] = ev_name
-    main_test = card.models["int8"].metrics.get("test", {}).get("accuracy")
-    gap = None if main_test is None else float(main_test - metrics["test"]["accuracy"])
-    teacher = json.loads((work / MICRO_DIR / "teacher" / "teacher.json").read_text())
-    entry = ModelEntry(
-        file=MICRO_FILE,
-        sha256=sha256_file(path),
-        bytes=path.stat().st_size,
-        precision="int8",
-        metrics=metrics,
-        input=spec,
-        decision_threshold=threshold,
-    )
-    extra = {
-        "latency_ms": tflm["latency_ms"]["litert"] | {"threads": 1, "batch": 1, "runtime": "LiteRT"},
-        "quantization": {
-            "kind": "full-integer (weights and activations int8, int8 input/output)",
-            "representative_samples": 200,
-            "representative_source": "clean face crops from the train split, class-balanced, seeded",
-        },
-        "architecture": {
-            "arch": "MobileNetV2 (training/micro_net.py)",
-            **cfg["net"],
-            "weights": "from scratch",
-            "params_note": "no ImageNet weights exist here for alpha < 1",
-        },
-        "macs": chosen.macs,
-        "tflm": {
-            "arena_bytes": tflm["arena"]["arena_bytes"],
-            "arena_search": tflm["arena"],
-            "agreement_vs_litert": tflm["agreement"],
-            "latency_ms": tflm["latency_ms"]["tflm"],
-            "kernels": "tflite-micro Python interpreter, reference kernels on this x86 CPU",
-        },
-        "budgets": {
-            "max_file_bytes": MAX_FILE_BYTES,
-            "max_arena_bytes": MAX_ARENA_BYTES,
-            "max_test_accuracy_gap_vs_int8": MAX_ACC_GAP,
-        },
-        "vs_int8": {"test_accuracy_gap": gap, "int8_test_accuracy": main_test},
-        "training": {
-            **{k: v for k, v in cfg.items() if k != "net"},
-            "train_seconds": chosen.train_seconds,
-            "teacher": {
-                k: teacher[k] for k in ("teacher", "teacher_sha256", "check", "teacher_train_accuracy")
-            },
-            "data": (
-                "the main pipeline's cached train views (clean, plain, degraded, synthetic-mask; "
-                "every source), random h-flip"
-            ),
-            "feature_config": feature_config(work).__dict__,
-        },
-        "dataset_fingerprint": card.dataset.get("fingerprint", {}).get("sha256"),
-        "selection": "distilled runs within the budgets; "
-        f"best val int8 accuracy, ties within {SELECT_TIE} to "
-        "the smallest file; test accuracy not used",
-    }
-    for k, v in extra.items():
-        setattr(entry, k, v)
-    card.models[MICRO_KEY] = entry
-    save_card(card, models_dir)
-    from training.model_card_md import write_model_card_md
-
-    write_model_card_md(card, models_dir)
-    allocations = tflm.pop("allocations")
-    from training.micro_report import write_report
-
-    write_report(reports_dir, card, entry, results, chosen, allocations)
-    return entry
-
-
-def carry_over_micro(models_dir: Path, card: ModelCard) -> None:
-    """Keep models.micro when the main export rewrites the card (called by training.stages.stage_export):
-    only while its file is there unchanged and the dataset is the one it was measured on; otherwise it is
-    dropped, and `python -m training micro` rebuilds it."""
-    from masklite.card import CARD_FILENAME
-
-    old_path = models_dir / CARD_FILENAME
-    if not old_path.is_file():
-        return
-    try:
-        old = load_card(models_dir)
-    except ValueError:
-        return
-    entry = old.models.get(MICRO_KEY)
-    if entry is None:
-        return
-    path = models_dir / entry.file
-    same_data = (entry.model_extra or {}).get("dataset_fingerprint") == card.dataset.get(
-        "fingerprint", {}
-    ).get("sha256")
-    if path.is_file() and sha256_file(path) == entry.sha256 and same_data:
-        card.models[MICRO_KEY] = entry
-    else:
-        print(
-            f"note: models.{MICRO_KEY} dropped from the card (file changed or other dataset); "
-            "rebuild it with `python -m training micro`"
-        )
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--stage", choices=["data", "teacher", "train", "ship", "all"], default="all")
-    parser.add_argument(
-        "--runs",
-        default=DEFAULT_RUNS,
-        help=f"variant:kd|ce:epochs,... (variants: {', '.join(VARIANTS)}); default: the reported runs",
-    )
-    parser.add_argument("--retrain", action="store_true", help="retrain runs already measured")
-
-
-def run_micro(
-    args,
-    work: Path,
-    models_dir: Path,
-    reports_dir: Path,
-    data_dir,
-    scenes_dir,
-    detector_path,
-    weights,
-    progress: bool = True,
-) -> int:
-    """`python -m training micro`; data_dir/weights are callables so a stage only asks for what it needs."""
-    from training.micro_data import build_teacher, build_views
-
-    cfgs = run_configs(args.runs)
-    stages = ["data", "teacher", "train", "ship"] if args.stage == "all" else [args.stage]
-    labels = json.loads((work / "features" / "meta.json").read_text())["labels"]
-    for stage in stages:
-        t0 = time.perf_counter()
-        print(f"== micro {stage}", flush=True)
-        if stage == "data":
-            print(
-                json.dumps(
-                    build_views(work, data_dir(), tuple(sorted({c.net.size for c in cfgs})), progress)[
-                        "counts"
-                    ]
-                )
-            )
-        elif stage == "teacher":
-            print(json.dumps(build_teacher(work, weights(), models_dir), indent=1))
-        elif stage == "train":
-            stage_train(work, cfgs, labels, force=args.retrain, progress=progress)
-        else:
-            results = [r for c in cfgs if (r := load_result(work, c.name)) is not None]
-            if not results:
-                raise FileNotFoundError(
-                    "no measured micro runs: run `python -m training micro --stage train`"
-                )
-            scenes = scenes_dir()
-            entry = stage_ship(
-                work, models_dir, reports_dir, results, scenes, detector_path() if scenes else None
-            )
-            x = entry.model_extra or {}
-            print(
-                f"models.{MICRO_KEY}: {entry.file} {entry.bytes / 1024:.1f} KB, arena "
-                f"{x['tflm']['arena_bytes'] / 1024:.1f} KB, test {entry.metrics['test']['accuracy']:.4f} "
-                f"(int8 {x['vs_int8']['int8_test_accuracy']:.4f}), TFLM agreement "
-                f"{x['tflm']['agreement_vs_litert']['label_agreement']:.4f}"
-            )
-        print(f"== micro {stage} done in {time.perf_counter() - t0:.1f} s", flush=True)
-    return 0

@@ -224,6 +224,11 @@ def latency_ms(model: bytes, arena_size: int, runs: int = 50, rounds: int = 5) -
     }
 
 
-if __name__ == "__main__":  # python -m training.micro_tflm model.tflite -> arena search, MACs
-    path = Path(sys.argv[1])
+def main(argv: list[str] | None = None) -> None:
+    """python -m training.micro.tflm model.tflite -> arena search and MACs, as JSON."""
+    path = Path((sys.argv[1:] if argv is None else argv)[0])
     print(json.dumps({"arena": min_arena(path), "macs": count_macs(path.read_bytes())}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
