@@ -225,9 +225,9 @@ def evaluate_models(
             entry.metrics["scenes"] = results[p]["scenes"]
         if cross is not None:
             entry.metrics["cross_source"] = cross["models"][p]
+        entry.latency_ms = latency[p]  # type: ignore[attr-defined]
     if cross is not None and "micro" in cross["models"]:
         card.models["micro"].metrics["cross_source"] = cross["models"]["micro"]
-        entry.latency_ms = latency[p]  # type: ignore[attr-defined]
     extra = card.model_extra if card.model_extra is not None else {}
     extra["evaluation"] = {
         "keras": {
