@@ -30,6 +30,7 @@ from training.config import HeadConfig
 from training.export import PRECISIONS
 from training.features import load_split
 from training.latency import measure_card_models, speedups
+from training.model_card_md import write_model_card_md
 from training.prepare import load_manifest
 from training.scenes import load_scenes, scene_metrics
 from training.scores import classification_metrics, summary
@@ -101,7 +102,8 @@ def evaluate_models(
     ablation: bool = True,
     peer_path: Path | None = None,
 ) -> ModelCard:
-    """The `evaluate` stage's measurements, written into the card (and models/): see the module docstring."""
+    """The `evaluate` stage: every measurement into the card, then models/MODEL_CARD.md from it (see the
+    module docstring for what else it writes)."""
     card = load_card(models_dir)
     spec = card.input
     labels = card.labels
@@ -252,6 +254,7 @@ def evaluate_models(
     card.evalset = evalset  # type: ignore[attr-defined]
     save_card(card, models_dir)
     (models_dir / "evaluation_report.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    write_model_card_md(card, models_dir)
     return card
 
 

@@ -40,8 +40,9 @@ from training.micro.entry import carry_over_micro
 from training.model_card_md import write_model_card_md
 from training.prepare import load_manifest, prepare
 
-# prepare is a stage as it stands: the image folders (+ the cross-source sets) -> <work>/prepare
-stage_prepare = prepare
+# Two stages are their module's function as it stands:
+stage_prepare = prepare  # the image folders (+ the cross-source sets) -> <work>/prepare
+stage_evaluate = evaluate_models  # every measurement into the card; plots, evalset.zip, MODEL_CARD.md
 
 
 def stage_features(
@@ -217,25 +218,6 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
         save_card(card, models_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return card
-
-
-def stage_evaluate(
-    work: Path,
-    models_dir: Path,
-    weights: str,
-    scenes_dir: Path | None,
-    detector_path: Path | None,
-    head_cfg: HeadConfig | None = None,
-    progress: bool = True,
-    ablation: bool = True,
-    peer_path: Path | None = None,
-) -> ModelCard:
-    """Every measurement into the card (training.evaluate), then models/MODEL_CARD.md from it."""
-    card = evaluate_models(
-        work, models_dir, weights, scenes_dir, detector_path, head_cfg, progress, ablation, peer_path
-    )
-    write_model_card_md(card, models_dir)
     return card
 
 
