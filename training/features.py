@@ -3,7 +3,8 @@
 The head then trains on these vectors in seconds. Crops use masklite.faces.crop_face and
 masklite.classifier.preprocess (the service's exact code), so training sees what serving sees.
 Augmented views (train only) mimic faces found in scene photos: jittered detector box, h-flip,
-low resolution (down- then up-sampled), brightness/contrast.
+low resolution (down- then up-sampled), brightness/contrast. TensorFlow is imported inside the functions
+that run it, so that importing training stays light (the CLI's `--help`, tests without TensorFlow).
 """
 
 from __future__ import annotations
