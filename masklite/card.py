@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from masklite.files import write_text_atomic
 from masklite.paths import YUNET_FILENAME, sha256_file
 
 CARD_FILENAME = "model_card.json"
@@ -154,11 +155,8 @@ def load_card(models_dir: Path) -> ModelCard:
 
 
 def save_card(card: ModelCard, models_dir: Path) -> Path:
-    path = models_dir / CARD_FILENAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(card.model_dump(mode="json"), indent=2) + "\n"
+    return write_text_atomic(models_dir / CARD_FILENAME, text)
 
 
 class ChecksumError(ValueError):

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from masklite.card import ModelCard
+from masklite.paths import REPO_ROOT
+from training.ablation import mean_sd
 
 TARGET_ACC = 0.99
 
@@ -348,10 +351,6 @@ def _speed_note(speed: float | None, speed10: float | None, lat8: dict, shrink: 
 def _variance(card: ModelCard) -> list[str]:
     """The same recipe built once more with the LiteRT feature engine (reports/training_variance.json):
     how far the numbers move when nothing but ~3e-5 of feature noise changes."""
-    import json
-
-    from masklite.paths import REPO_ROOT
-
     path = REPO_ROOT / "reports" / "training_variance.json"
     if not path.is_file():
         return []
@@ -515,8 +514,6 @@ def cross_source_md(card: ModelCard) -> list[str]:
             )
     ab = cs.get("ablation")
     if ab:
-        from training.ablation import mean_sd
-
         lines += [
             "",
             "### Ablation: what each step buys",

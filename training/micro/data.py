@@ -18,28 +18,19 @@ Outputs (<work>/micro/):
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from masklite.classifier import resize_crop
-from training.config import FeatureConfig
-from training.features import load_split
-from training.prepare import atomic_dir, commit_dir
+from masklite.card import load_card, verify_model_file
+from masklite.classifier import Classifier, normalize, resize_crop
+from masklite.files import atomic_path, staged_dir
+from training.artifacts import composed_model, feature_config, load_crops, load_train_views
+from training.features import input_spec, load_split
 
 MICRO_DIR = "micro"
 SPLITS = ("train", "val", "test", "xval")
-
-
-def feature_config(work: Path) -> FeatureConfig:
-    path = work / "features" / "meta.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m training features` first")
-    cfg = json.loads(path.read_text())["config"]
-    return FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
 
 
 def views_path(work: Path, split: str) -> Path:
@@ -59,11 +50,10 @@ def build_views(work: Path, data_dir: Path, sizes: tuple[int, ...], progress: bo
     for split in SPLITS:
         feats = load_split(work / "features", split)
         if split == "train":
-            base = np.load(work / "features" / "views_train.npy", mmap_mode="r")
+            base = load_train_views(work)
             y, rows, views = feats["y"], feats["row"], feats["view"]
         else:
-            with np.load(work / "features" / f"crops_{split}.npz") as z:
-                base, y, rows = z["crops"], z["y"], z["row"]
+            base, y, rows = load_crops(work, split)
             views = np.zeros(len(y), np.int16)
         arrays = {}
         for size in all_sizes:
@@ -73,9 +63,8 @@ def build_views(work: Path, data_dir: Path, sizes: tuple[int, ...], progress: bo
             desc = f"micro {split} {size}px"
             resized = [resize_crop(c, (size, size)) for c in tqdm(base, desc=desc, disable=not progress)]
             arrays[f"crops_{size}"] = np.stack(resized)
-        tmp = views_path(work, split).with_suffix(".tmp.npz")
-        np.savez(tmp, y=y, row=rows, view=views, **arrays)
-        tmp.replace(views_path(work, split))
+        with atomic_path(views_path(work, split)) as tmp:
+            np.savez(tmp, y=y, row=rows, view=views, **arrays)
         counts[split] = len(y)
     meta = {"sizes": list(all_sizes), "counts": counts, "feature_config": fcfg.__dict__}
     (out_dir / "views.json").write_text(json.dumps(meta, indent=1, default=list) + "\n")
@@ -97,14 +86,10 @@ def load_views(work: Path, split: str, size: int) -> dict[str, np.ndarray]:
 
 def teacher_logits(work: Path, models_dir: Path) -> tuple[np.ndarray, dict]:
     """The shipped float32 model's log-probabilities on every cached train view (LiteRT, 2 threads)."""
-    from masklite.card import load_card, verify_model_file
-    from masklite.classifier import Classifier, normalize
-    from training.features import input_spec
-
     card = load_card(models_dir)
     path = verify_model_file(card, models_dir, "float32")
     clf = Classifier(path, num_threads=2)
-    views = np.load(work / "features" / "views_train.npy", mmap_mode="r")
+    views = load_train_views(work)
     spec = input_spec(views.shape[1])
     batches = range(0, len(views), 256)
     probs = np.concatenate(
@@ -118,10 +103,6 @@ def teacher_logits(work: Path, models_dir: Path) -> tuple[np.ndarray, dict]:
 def check_teacher(work: Path, weights: str, logits: np.ndarray, n: int = 48, seed: int = 0) -> dict:
     """Run the full Keras teacher (fine-tuned backbone + head) on train views, clean and augmented, and
     compare with the cached soft labels of the float32 TFLite teacher."""
-    from masklite.classifier import normalize
-    from training.features import input_spec
-    from training.stages import composed_model
-
     model, meta = composed_model(work, weights)
     size = int(meta["config"]["input_size"])
     views = load_views(work, "train", size)
@@ -144,14 +125,9 @@ def build_teacher(work: Path, weights: str, models_dir: Path) -> dict:
         raise ValueError(f"cached teacher labels do not match the Keras teacher: {info['check']}")
     y = load_views(work, "train", feature_config(work).input_size)["y"]
     info["teacher_train_accuracy"] = float((logits.argmax(1) == y).mean())
-    tmp = atomic_dir(work / MICRO_DIR / "teacher")
-    try:
+    with staged_dir(work / MICRO_DIR / "teacher") as tmp:
         np.savez(tmp / "teacher.npz", logits=logits)
         (tmp / "teacher.json").write_text(json.dumps(info, indent=1) + "\n")
-        commit_dir(tmp, work / MICRO_DIR / "teacher")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
@@ -168,7 +144,3 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def split_counts(manifest: pd.DataFrame) -> dict:
-    return {s: int((manifest.split == s).sum()) for s in SPLITS}

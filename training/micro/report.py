@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from masklite.card import ModelCard, ModelEntry  # noqa: E402
+from masklite.card import ModelCard, ModelEntry
+from training.micro.entry import MAX_ACC_GAP, MAX_ARENA_BYTES, MAX_FILE_BYTES
+from training.micro.runs import fits
 
 PLOT = "micro_accuracy_vs_size.png"
 
@@ -21,12 +20,11 @@ def _pct(v: float | None) -> str:
 def plot_accuracy_vs_size(path: Path, results, chosen, card: ModelCard, max_bytes: int, gap: float) -> None:
     """Test accuracy against flash (file) and against RAM (TFLM arena); every α-0.35 run has the same weights,
     so the file size only separates the last-conv width, the arena separates the input sizes."""
-    from training.micro import MAX_ARENA_BYTES
-
     trained = [r for r in results if not r.skipped]
     skipped = [r for r in results if r.skipped]
     main = card.models["int8"].metrics.get("test", {}).get("accuracy")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig = Figure(figsize=(11, 4.6))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, key, limit, xlabel in (
         (axes[0], "file", max_bytes, "int8 .tflite size, flash (KB)"),
         (axes[1], "arena", MAX_ARENA_BYTES, "TFLM tensor arena, RAM (KB)"),
@@ -87,14 +85,11 @@ def plot_accuracy_vs_size(path: Path, results, chosen, card: ModelCard, max_byte
     fig.suptitle("Micro model variants: accuracy vs flash and RAM")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(
     reports_dir: Path, card: ModelCard, entry: ModelEntry, results, chosen, allocations: str
 ) -> Path:
-    from training.micro import MAX_ACC_GAP, MAX_ARENA_BYTES, MAX_FILE_BYTES, fits
-
     reports_dir.mkdir(parents=True, exist_ok=True)
     plot_accuracy_vs_size(reports_dir / PLOT, results, chosen, card, MAX_FILE_BYTES, MAX_ACC_GAP)
     x = entry.model_extra or {}
@@ -171,7 +166,7 @@ def write_report(
         "",
         f"![accuracy vs size]({PLOT})",
         "",
-        "All runs: MobileNetV2 (training/micro_net.py), α 0.35, "
+        "All runs: MobileNetV2 (training/micro/net.py), α 0.35, "
         "from scratch, same train views as the main model "
         "(the cached clean, plain, degraded and synthetic-mask views of every source), random horizontal "
         "flip, Adam + cosine decay, full-integer int8 export with 200 representative train crops. "
@@ -229,7 +224,7 @@ def write_report(
         "python -m training build            # the main model and its card first (teacher, split, evalset)",
         "python -m training micro            # data -> teacher -> train (cached per run) -> ship",
         "python -m training micro --stage ship   # re-select and re-measure from the cached runs",
-        "python -m training.micro_tflm models/masklite_micro_int8.tflite   # arena search + MACs alone",
+        "python -m training.micro.tflm models/masklite_micro_int8.tflite   # arena search + MACs alone",
         "```",
         "",
         "Teacher soft labels: the main model's Keras form on every train view, taken from the cached frozen "
@@ -318,8 +313,6 @@ def _status(ok: dict[str, bool], gap: float | None, results, chosen, main_test: 
             "(`--runs 96s:kd:<epochs>`) is the next step."
         )
     if main_test is not None and not ok["accuracy"]:
-        from training.micro import MAX_ACC_GAP, fits
-
         within = [
             r
             for r in results

@@ -6,7 +6,8 @@ from keras.applications, because:
   * its last 1x1 conv is fixed at 1280 channels (~143 K of the ~410 K weights at alpha 0.35), which this
     2-class problem does not need;
   * its BatchNorm momentum 0.999 needs far more steps than a few-minute CPU run gives.
-Channel rounding follows MobileNetV2 (`make_divisible`, multiples of 8).
+Channel rounding follows MobileNetV2 (`make_divisible`, multiples of 8). Keras is imported inside the
+functions that build the network, so that importing training stays light.
 """
 
 from __future__ import annotations

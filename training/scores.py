@@ -1,4 +1,5 @@
-"""Classification metrics shared by evaluate and the studies (no TensorFlow)."""
+"""Classification scores shared by evaluate, the micro runs and the studies: accuracy, balanced accuracy,
+per-class report, confusion matrix, ROC AUC, calibration (no TensorFlow)."""
 
 from __future__ import annotations
 
