@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import stats
+from bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier, preprocess
 from masklite.faces import (
@@ -28,8 +30,6 @@ from masklite.faces import (
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import infer_bytes
-from service.bench import stats
-from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 
 SCHEMA_VERSION = 1
 STAGES = ("decode", "detect", "classify", "total", "cpu")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import stats
 from masklite.paths import REPO_ROOT
-from service.bench import stats
 
 STARTUP_TIMEOUT_S = 180.0
 

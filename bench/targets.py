@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.bench.stats import NOISY_NOTE
+from bench.stats import NOISY_NOTE
 
 CI_MAX_HTTP_RATIO = 2.0
 # float32 / int8 CPU ms per face (p50, interleaved). Quiet 2-core machines of the CI kind measured:

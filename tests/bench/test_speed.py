@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.detectors import compare_detectors
+from bench.phone import PHONE_PIXELS, phone_costs, resized_jpeg
+from bench.runner import load_detector
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import MAX_BATCH, Classifier
 from masklite.faces import match_boxes
 from masklite.image import decode_image_reduced
 from masklite.pipeline import infer_bytes
-from service.bench.detectors import compare_detectors
-from service.bench.phone import PHONE_PIXELS, phone_costs, resized_jpeg
-from service.bench.runner import load_detector
 from service.schemas import MAX_DETECT_SIZE, MIN_DETECT_SIZE
 from tests.conftest import SceneSample
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 
+from bench import stats
+from bench.images import BenchImage
+from bench.loadgen import check_loopback
+from bench.runner import STAGES, Progress, load_detector, run_pipeline_once
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
-from service.bench import stats
-from service.bench.images import BenchImage
-from service.bench.loadgen import check_loopback
-from service.bench.runner import STAGES, Progress, load_detector, run_pipeline_once
 
 
 def _post(client: httpx.Client, image: BenchImage, precision: str) -> tuple[float, dict[str, Any]]:
