@@ -3,10 +3,10 @@
     python tools/request_path.py IMAGE [--runs 1] [--timeout 120]
 
 Starts the app in-process (FastAPI's TestClient, the shipped models), waits until it is ready, sends one
-request to warm every lazy path, then profiles the next one(s) with `sys.setprofile` on every thread (the
-event loop, the inference threads) and prints the number of project files that ran, then the files.
-ARCHITECTURE.md's target is at most 8. The service is imported from this checkout, not from wherever an
-editable install points.
+request to warm every lazy path, then profiles the next one(s) with `sys.setprofile` on the threads that
+serve it (the event loop and the inference threads; not the client, not background loops such as the job
+runner's) and prints the number of project files that ran, then the files. ARCHITECTURE.md's target is at
+most 8. The service is imported from this checkout, not from wherever an editable install points.
 """
 
 from __future__ import annotations
@@ -21,21 +21,38 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PARTS = {".venv", "site-packages"}
+INFERENCE_THREADS = "masklite-infer"  # service/runtime.py's thread_name_prefix
 
 
 class FileRecorder:
-    """A profile hook that records the project files whose Python functions are called while `on`."""
+    """A profile hook that records the project files whose Python functions are called while `on`, on the
+    threads that serve requests: the event loop (`serving`, noted by `asgi`) and the inference pool."""
 
     def __init__(self, root: Path):
         self.root = str(root) + "/"
         self.on = False
         self.files: set[str] = set()
+        self.serving: set[int] = set()
+
+    def asgi(self, app: Any) -> Any:
+        """`app`, noting the thread its event loop runs on."""
+
+        async def traced(scope: Any, receive: Any, send: Any) -> None:
+            self.serving.add(threading.get_ident())
+            await app(scope, receive, send)
+
+        return traced
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
-        if self.on and event == "call":
-            name = frame.f_code.co_filename
-            if name.startswith(self.root) and not VENV_PARTS & set(Path(name).parts):
-                self.files.add(name[len(self.root) :])
+        if not self.on or event != "call":
+            return
+        if threading.get_ident() not in self.serving and not threading.current_thread().name.startswith(
+            INFERENCE_THREADS
+        ):
+            return
+        name = frame.f_code.co_filename
+        if name.startswith(self.root) and name != __file__ and not VENV_PARTS & set(Path(name).parts):
+            self.files.add(name[len(self.root) :])
 
 
 def request_path(image: bytes, runs: int = 1, timeout_s: float = 120.0) -> list[str]:
@@ -50,7 +67,7 @@ def request_path(image: bytes, runs: int = 1, timeout_s: float = 120.0) -> list[
     sys.setprofile(recorder)
     threading.setprofile(recorder)
     try:
-        with TestClient(create_app()) as client:
+        with TestClient(recorder.asgi(create_app())) as client:
             deadline = time.monotonic() + timeout_s
             while client.get("/health/ready").status_code != 200:
                 if time.monotonic() > deadline:
