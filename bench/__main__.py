@@ -25,10 +25,13 @@ from tqdm import tqdm
 
 from bench import stats
 from bench.detectors import compare_detectors, format_detectors
+from bench.httpbench import http_vs_inprocess
 from bench.images import load_files, load_scenes, make_target_image, scenes_dir
+from bench.loadgen import sweep
 from bench.phone import format_phone, phone_costs
 from bench.report import format_result, save_chart
 from bench.runner import BenchConfig, run_benchmark
+from bench.server import start_server
 from bench.stage_timing import format_costs, stage_costs
 from bench.targets import checks_as_json, evaluate_targets, format_checks
 from masklite.paths import DEFAULT_MODELS_DIR, REPO_ROOT
@@ -80,10 +83,6 @@ def add_cpu_cost(run: dict[str, Any], server_cpu_s: float, client_cpu_s: float) 
 
 def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: Any) -> None:
     """Start the service per setup; HTTP vs in-process on the first setup; load sweep on each."""
-    from bench.httpbench import http_vs_inprocess
-    from bench.loadgen import sweep
-    from bench.server import start_server
-
     precisions = result["config"]["precisions"]
     env_common = {"MASKLITE_MODELS_DIR": str(args.models_dir)}
     setups = _setups(args.load_setups) if args.load_levels else []

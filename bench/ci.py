@@ -27,7 +27,9 @@ import httpx
 from tqdm import tqdm
 
 from bench import stats
+from bench.loadgen import check_loopback
 from bench.report import format_result
+from bench.server import start_server
 from bench.targets import ci_noise_reason, ci_ratio_failures, dig, evaluate_targets, format_checks
 from masklite.paths import REPO_ROOT
 
@@ -180,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         url = args.url
         if url is None:
-            from bench.server import start_server
-
             print("starting the service ...", file=sys.stderr, flush=True)
             server = start_server({"MASKLITE_API_KEY": args.api_key} if args.api_key else None)
             url = server.url
@@ -240,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.history = Path(args.history) if args.history else None
     if args.url is not None:
-        from bench.loadgen import check_loopback
-
         check_loopback(args.url)
     return run(args)
 

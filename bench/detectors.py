@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from bench import stats
-from bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
-from bench.runner import SceneScore, load_detector, run_pipeline_once
-from masklite.card import ModelCard, load_card, verify_model_file
+from bench.images import BenchImage, make_target_image
+from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
+from bench.sections import run_section_cli, start_section
+from masklite.card import ModelCard
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, match_boxes
 from masklite.image import decode_image
@@ -59,8 +58,8 @@ def compare_on_scenes(
     scores = {"baseline": SceneScore(), "candidate": SceneScore()}
     base_faces = iou90 = both = same_label = 0
     for scene in tqdm(scenes, desc="detectors: scenes", file=sys.stderr, leave=False):
-        _, old = run_pipeline_once(scene, card, classifier, baseline)
-        _, new = run_pipeline_once(scene, card, classifier, candidate)
+        _, old = run_pipeline_once(scene, card, classifier, baseline, precision="int8")
+        _, new = run_pipeline_once(scene, card, classifier, candidate, precision="int8")
         scores["baseline"].add(scene, old)
         scores["candidate"].add(scene, new)
         base_faces += len(old)
@@ -94,9 +93,8 @@ def compare_detectors(
     scene_limit: int | None = None,
 ) -> dict[str, Any]:
     """The whole comparison -> JSON-able dict (the `detectors` section of `make bench`)."""
-    cv2.setNumThreads(1)
-    before = stats.snapshot()
-    card = load_card(models_dir)
+    section = start_section(models_dir, scenes_directory, scene_limit)
+    card, scenes = section.card, section.scenes
     runtime = card.detector.runtime if card.detector.runtime != BASELINE else "litert"
     names = [BASELINE, runtime] + [
         rt
@@ -109,8 +107,6 @@ def compare_detectors(
         if det is None:
             return {"error": f"{name} detector unavailable: {problem}"}
         detectors[name] = det
-    directory = scenes_dir(scenes_directory)
-    scenes = load_scenes(directory)[:scene_limit] if directory else []
     target = make_target_image(scenes) if scenes else None
     out: dict[str, Any] = {
         "baseline": BASELINE,
@@ -128,14 +124,14 @@ def compare_detectors(
         }
         out["speedup"] = out["speedups"][runtime]
     if scenes:
-        classifier = Classifier(verify_model_file(card, models_dir, "int8"), num_threads=1)
+        classifier = load_classifiers(card, models_dir, ["int8"])["int8"]
         out["compares"] = {
             name: compare_on_scenes(scenes, card, classifier, detectors[BASELINE], det)
             for name, det in detectors.items()
             if name != BASELINE
         }
         out["compare"] = out["compares"][runtime]
-    out["conditions"] = stats.conditions(before, stats.snapshot())
+    out["conditions"] = section.conditions()
     return out
 
 
@@ -162,20 +158,10 @@ def format_detectors(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.detectors", description=__doc__.splitlines()[0])
-    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    ap.add_argument(
-        "--detector", type=Path, default=None, help="upstream YuNet (default $MASKLITE_DETECTOR_PATH)"
-    )
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--scenes-dir", type=Path, default=None, help="default: $MASKLITE_SCENES_DIR")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    result = compare_detectors(args.models_dir, args.detector, args.runs, args.scenes_dir)
-    print(format_detectors(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if "error" in result else 0
+    def measure(args: argparse.Namespace) -> dict[str, Any]:
+        return compare_detectors(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
+
+    return run_section_cli(argv, "python -m bench.detectors", __doc__ or "", 50, measure, format_detectors)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from bench import stats
+from bench.images import load_scenes, make_target_image, scenes_dir
 
 MAX_CONCURRENCY = 512
 MAX_DURATION_S = 600.0
@@ -216,8 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.image:
         image = args.image.read_bytes()
     else:
-        from bench.images import load_scenes, make_target_image, scenes_dir
-
         directory = scenes_dir()
         target = make_target_image(load_scenes(directory)) if directory else None
         if target is None:

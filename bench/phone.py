@@ -1,6 +1,6 @@
 """Phone photos at phone-photo cost: a scene upscaled to 12 MP against the same scene at 1024 px.
 
-    python -m bench.phone [--runs 15] [--json out.json]
+    python -m bench.phone [--runs 15] [--scene-limit N] [--json out.json]
 
 Server-side cost in-process (masklite.pipeline.infer_bytes, the service's path: reduced-size JPEG decode,
 detector, classifier), thread CPU ms, the two sizes interleaved. Then, on every scene upscaled to 12 MP:
@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 from PIL import Image
 from tqdm import tqdm
 
 from bench import stats
-from bench.images import BenchImage, load_scenes, scenes_dir
-from bench.runner import load_detector
-from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier
+from bench.runner import load_classifiers, load_detector
+from bench.sections import run_section_cli, start_section
 from masklite.faces import match_boxes
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import infer_bytes
@@ -65,20 +61,17 @@ def phone_costs(
     scenes_directory: Path | None = None,
     scene_limit: int | None = None,
 ) -> dict[str, Any]:
-    cv2.setNumThreads(1)
-    before = stats.snapshot()
-    card = load_card(models_dir)
+    section = start_section(models_dir, scenes_directory, scene_limit)
+    card, scenes = section.card, section.scenes
     detector, problem = load_detector(card, detector_path, None, models_dir)
     if detector is None:
         return {"error": f"no detector: {problem}"}
-    directory = scenes_dir(scenes_directory)
-    scenes: list[BenchImage] = load_scenes(directory)[:scene_limit] if directory else []
     if not scenes:
         return {"error": "no scenes: set MASKLITE_SCENES_DIR"}
-    classifier = Classifier(verify_model_file(card, models_dir, "int8"), num_threads=1)
+    classifier = load_classifiers(card, models_dir, ["int8"])["int8"]
 
     def run(data: bytes, reduce: bool = True) -> Any:
-        return infer_bytes(data, card, classifier, detector, reduce=reduce)
+        return infer_bytes(data, card, classifier, detector, reduce=reduce, precision="int8")
 
     scene = scenes[0]
     photos = {
@@ -118,7 +111,7 @@ def phone_costs(
         "same_share": _share(*counts["full"]),
         # reduced-size decode of the 12 MP copy vs the scene itself
         "same_share_vs_scene": _share(*counts["scene"]),
-        "conditions": stats.conditions(before, stats.snapshot()),
+        "conditions": section.conditions(),
     }
 
 
@@ -149,19 +142,10 @@ def format_phone(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.phone", description=__doc__.splitlines()[0])
-    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    ap.add_argument("--detector", type=Path, default=None, help="default: $MASKLITE_DETECTOR_PATH")
-    ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--scenes-dir", type=Path, default=None, help="default: $MASKLITE_SCENES_DIR")
-    ap.add_argument("--scene-limit", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    result = phone_costs(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
-    print(format_phone(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if "error" in result else 0
+    def measure(args: argparse.Namespace) -> dict[str, Any]:
+        return phone_costs(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
+
+    return run_section_cli(argv, "python -m bench.phone", __doc__ or "", 15, measure, format_phone)
 
 
 if __name__ == "__main__":

@@ -2,62 +2,68 @@
 
     python -m bench.stage_timing [--sides 320,480,640] [--runs 30] [--runtime litert|onnxruntime|opencv]
 
-Runs the service's steps one by one with 1 thread per network (classifier on LiteRT; detector on LiteRT,
-onnxruntime or OpenCV): one request on one core. Reports process CPU time per stage for each detector
-input size (the service's detect_size) and each model, plus the scenes face recall at that size. CPU
-time is not inflated by preemption, but a busy machine still slows caches and memory: the output says
-"noisy" when it was.
+One request on one core (1 thread per network: classifier on LiteRT; detector on LiteRT, onnxruntime or
+OpenCV), for each detector input size (the service's detect_size) and each model: process CPU time of the
+whole pipeline (masklite.pipeline.infer_bytes with that detect_size), of its decode and of its detector
+call, each timed by calling the masklite function the pipeline calls; classify is the rest (crop,
+preprocess, classify, label). Plus the scenes face recall at that size. CPU time is not inflated by
+preemption, but a busy machine still slows caches and memory: the output says "noisy" when it was.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from bench import stats
-from bench.images import load_scenes, make_target_image, scenes_dir
-from bench.runner import SceneScore, load_detector, run_pipeline_once
-from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier, preprocess
-from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES, crop_face
-from masklite.image import decode_image
+from bench.images import make_target_image
+from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
+from bench.sections import run_section_cli, start_section
+from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES
+from masklite.image import DEFAULT_MAX_PIXELS, decode_image_reduced
 from masklite.paths import DEFAULT_MODELS_DIR
+from masklite.pipeline import draft_side, infer_bytes
+
+T = TypeVar("T")
+WARMUP = 3
 
 
-def _cpu(fn: Any) -> tuple[float, Any]:
+def _cpu(fn: Callable[[], T]) -> tuple[float, T]:
     c0 = time.process_time()
     out = fn()
     return (time.process_time() - c0) * 1e3, out
 
 
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 2)
+
+
 def stage_costs(
-    models_dir: Path,
-    sides: list[int],
-    runs: int,
-    detector_path: Path | None,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+    sides: tuple[int, ...] | list[int] = (320, 480, 640),
+    runs: int = 30,
+    detector_path: Path | None = None,
     runtime: str | None = None,
     default_side: int = DETECT_MAX_SIDE,
+    scenes_directory: Path | None = None,
+    scene_limit: int | None = None,
 ) -> dict[str, Any]:
-    cv2.setNumThreads(1)
-    before = stats.snapshot()
-    card = load_card(models_dir)
+    section = start_section(models_dir, scenes_directory, scene_limit)
+    card = section.card
     detector, problem = load_detector(card, detector_path, runtime, models_dir)
     if detector is None:
-        raise SystemExit(f"no detector: {problem}")
-    directory = scenes_dir()
-    scenes = load_scenes(directory) if directory else []
-    target = make_target_image(scenes)
+        return {"error": f"no detector: {problem}"}
+    target = make_target_image(section.scenes)
     if target is None:
-        raise SystemExit("set MASKLITE_SCENES_DIR: the 640x480 target is cut from the scenes")
-    classifiers = {p: Classifier(verify_model_file(card, models_dir, p), num_threads=1) for p in card.models}
+        return {"error": "no 640x480 target: it is cut from the scenes, set MASKLITE_SCENES_DIR"}
+    classifiers = load_classifiers(card, models_dir, list(card.models), threads=1)
     out: dict[str, Any] = {
         "image": target.name,
         "runs": runs,
@@ -66,54 +72,61 @@ def stage_costs(
         "sides": {},
     }
     for side in tqdm(sides, desc="stages: detect sizes", file=sys.stderr, leave=False):
-        rows: dict[str, list[float]] = {"decode": [], "detect": []}
-        crops_rows: dict[str, list[float]] = {p: [] for p in classifiers}
+        decode: list[float] = []
+        detect: list[float] = []
+        pipeline: dict[str, list[float]] = {p: [] for p in classifiers}
         found = 0
-        for i in range(runs + 3):
-            d_ms, rgb = _cpu(lambda: decode_image(target.data))
-            t_ms, faces = _cpu(lambda rgb=rgb, side=side: detector.detect(rgb, max_side=side))
-            crops = [crop_face(rgb, f.box, card.crop_margin) for f in faces]
-            found = len(crops)
+        min_side = draft_side(detector, side)  # the size infer_bytes decodes at for this detect size
+        for i in range(runs + WARMUP):
+            d_ms, (rgb, _) = _cpu(
+                lambda min_side=min_side: decode_image_reduced(target.data, DEFAULT_MAX_PIXELS, min_side)
+            )
+            t_ms, _ = _cpu(lambda rgb=rgb, side=side: detector.detect(rgb, max_side=side))
             for p, clf in classifiers.items():
-                spec = card.input_for(p)
-                c_ms, _ = _cpu(lambda clf=clf, crops=crops, spec=spec: clf.predict(preprocess(crops, spec)))
-                if i >= 3:
-                    crops_rows[p].append(c_ms)
-            if i >= 3:
-                rows["decode"].append(d_ms)
-                rows["detect"].append(t_ms)
-        per_model = {}
+                p_ms, res = _cpu(
+                    lambda clf=clf, p=p, side=side: infer_bytes(
+                        target.data, card, clf, detector, detect_size=side, precision=p
+                    )
+                )
+                found = len(res.prediction.faces)
+                if i >= WARMUP:
+                    pipeline[p].append(p_ms)
+            if i >= WARMUP:
+                decode.append(d_ms)
+                detect.append(t_ms)
+        decode_ms, detect_ms = _median(decode), _median(detect)
+        models = {}
         for p, clf in classifiers.items():
             score = SceneScore()
-            for scene in scenes:
-                _timings, found_faces = run_pipeline_once(scene, card, clf, detector, side)
-                score.add(scene, found_faces)
-            res = score.result()
-            per_model[p] = {
-                "classify_cpu_ms": round(float(np.median(crops_rows[p])), 2),
-                "classify_cpu_ms_per_face": round(float(np.median(crops_rows[p])) / max(found, 1), 2),
-                "scenes_recall": res["recall"],
-                "scenes_label_accuracy": res["label_accuracy"],
+            for scene in section.scenes:
+                _timings, faces = run_pipeline_once(scene, card, clf, detector, side, p)
+                score.add(scene, faces)
+            total, scenes = _median(pipeline[p]), score.result()
+            classify = round(max(total - decode_ms - detect_ms, 0.0), 2)  # the rest of the pipeline
+            models[p] = {
+                "classify_cpu_ms": classify,
+                "classify_cpu_ms_per_face": round(classify / max(found, 1), 2),
+                "scenes_recall": scenes["recall"],
+                "scenes_label_accuracy": scenes["label_accuracy"],
+                "pipeline_cpu_ms": total,
             }
-        decode, detect = (round(float(np.median(rows[k])), 2) for k in ("decode", "detect"))
         out["sides"][str(side)] = {
             "faces_on_target": found,
-            "decode_cpu_ms": decode,
-            "detect_cpu_ms": detect,
-            "models": {
-                p: {**m, "pipeline_cpu_ms": round(decode + detect + m["classify_cpu_ms"], 2)}
-                for p, m in per_model.items()
-            },
+            "decode_cpu_ms": decode_ms,
+            "detect_cpu_ms": detect_ms,
+            "models": models,
         }
-    out["conditions"] = stats.conditions(before, stats.snapshot())
+    out["conditions"] = section.conditions()
     return out
 
 
 def format_costs(costs: dict[str, Any]) -> str:
+    if "error" in costs:
+        return f"stage timing: {costs['error']}"
     lines = [
         stats.conditions_line(costs.get("conditions")),
         f"CPU ms per stage on {costs['image']} (1 core: LiteRT 1 thread, detector {costs.get('runtime')} "
-        f"1 thread; median of {costs['runs']})",
+        f"1 thread; median of {costs['runs']}; classify = pipeline - decode - detect)",
         f"{'side':>5} {'faces':>5} {'decode':>7} {'detect':>7} {'model':>8} {'classify':>9} {'per_face':>9} "
         f"{'total':>7} {'req/s@2cores':>12} {'recall':>7} {'acc':>6}",
     ]
@@ -131,20 +144,24 @@ def format_costs(costs: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.stage_timing", description=__doc__.splitlines()[0])
-    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    ap.add_argument("--sides", default="320,480,640", help="YuNet input sizes to try")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--detector", type=Path, default=None, help="default: $MASKLITE_DETECTOR_PATH")
-    ap.add_argument("--runtime", choices=sorted(DETECTOR_RUNTIMES), default=None, help="default: the card's")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    sides = [int(s) for s in args.sides.split(",")]
-    costs = stage_costs(args.models_dir, sides, args.runs, args.detector, args.runtime)
-    print(format_costs(costs))
-    if args.json:
-        args.json.write_text(json.dumps(costs, indent=2) + "\n")
-    return 0
+    def own_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--sides", default="320,480,640", help="YuNet input sizes to try")
+        runtimes = sorted(DETECTOR_RUNTIMES)
+        ap.add_argument("--runtime", choices=runtimes, default=None, help="default: the card's")
+
+    def measure(args: argparse.Namespace) -> dict[str, Any]:
+        return stage_costs(
+            args.models_dir,
+            [int(s) for s in args.sides.split(",")],
+            args.runs,
+            args.detector,
+            args.runtime,
+            scenes_directory=args.scenes_dir,
+            scene_limit=args.scene_limit,
+        )
+
+    prog = "python -m bench.stage_timing"
+    return run_section_cli(argv, prog, __doc__ or "", 30, measure, format_costs, own_arguments)
 
 
 if __name__ == "__main__":
