@@ -51,7 +51,9 @@ def error_response(
     out_headers = dict(headers or {})
     if rid:
         out_headers["X-Request-ID"] = rid
-    body = {"error": {"code": code, "message": message, "request_id": rid}}
+    # a message may quote client text: a lone surrogate there would make the JSON unsendable (a 500)
+    sendable = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    body = {"error": {"code": code, "message": sendable, "request_id": rid}}
     return JSONResponse(body, status_code=status, headers=out_headers)
 
 
