@@ -31,6 +31,7 @@ from bench.loadgen import sweep
 from bench.phone import format_phone, phone_costs
 from bench.report import format_result, save_chart
 from bench.runner import BenchConfig, run_benchmark
+from bench.sections import SectionOptions
 from bench.server import start_server
 from bench.stage_timing import format_costs, stage_costs
 from bench.targets import checks_as_json, evaluate_targets, format_checks
@@ -213,15 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     if "stages" not in skip:
         sides = _ints(args.sides)
         print("per-stage CPU per detect size ...", file=sys.stderr, flush=True)
-        result["stages"] = stage_costs(args.models_dir, sides, args.stage_runs, None, None)
+        options = SectionOptions(args.models_dir, runs=args.stage_runs, scenes_dir=args.scenes_dir)
+        result["stages"] = stage_costs(options, sides)
         extra.append(format_costs(result["stages"]))
     if "detectors" not in skip:
         print("OpenCV vs new detector ...", file=sys.stderr, flush=True)
-        result["detectors"] = compare_detectors(args.models_dir, None, args.detector_runs, args.scenes_dir)
+        options = SectionOptions(args.models_dir, runs=args.detector_runs, scenes_dir=args.scenes_dir)
+        result["detectors"] = compare_detectors(options)
         extra.append(format_detectors(result["detectors"]))
     if "phone" not in skip:
         print("12 MP vs 1024 px ...", file=sys.stderr, flush=True)
-        result["phone"] = phone_costs(args.models_dir, None, args.phone_runs, args.scenes_dir)
+        result["phone"] = phone_costs(
+            SectionOptions(args.models_dir, runs=args.phone_runs, scenes_dir=args.scenes_dir)
+        )
         extra.append(format_phone(result["phone"]))
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # the in-process part's own window, then the whole run's

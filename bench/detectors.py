@@ -11,11 +11,9 @@ with box IoU >= 0.9, and the share of faces found by both that get the same labe
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +22,11 @@ from tqdm import tqdm
 from bench import stats
 from bench.images import BenchImage, make_target_image
 from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
-from bench.sections import run_section_cli, start_section
+from bench.sections import SectionOptions, run_section_cli, start_section
 from masklite.card import ModelCard
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, match_boxes
 from masklite.image import decode_image
-from masklite.paths import DEFAULT_MODELS_DIR
 
 BASELINE = "opencv"
 SAME_FACE_IOU = 0.5  # a face both paths found, for the label comparison
@@ -85,16 +82,10 @@ def compare_on_scenes(
     }
 
 
-def compare_detectors(
-    models_dir: Path = DEFAULT_MODELS_DIR,
-    detector_path: Path | None = None,
-    runs: int = 50,
-    scenes_directory: Path | None = None,
-    scene_limit: int | None = None,
-) -> dict[str, Any]:
+def compare_detectors(options: SectionOptions) -> dict[str, Any]:
     """The whole comparison -> JSON-able dict (the `detectors` section of `make bench`)."""
-    section = start_section(models_dir, scenes_directory, scene_limit)
-    card, scenes = section.card, section.scenes
+    section = start_section(options)
+    card, scenes, models_dir = section.card, section.scenes, options.models_dir
     runtime = card.detector.runtime if card.detector.runtime != BASELINE else "litert"
     names = [BASELINE, runtime] + [
         rt
@@ -103,7 +94,7 @@ def compare_detectors(
     ]
     detectors: dict[str, FaceDetector] = {}
     for name in names:
-        det, problem = load_detector(card, detector_path, name, models_dir)
+        det, problem = load_detector(card, options.detector_path, name, models_dir)
         if det is None:
             return {"error": f"{name} detector unavailable: {problem}"}
         detectors[name] = det
@@ -114,7 +105,7 @@ def compare_detectors(
         "thresholds": card.detector.model_dump(),
     }
     if target is not None:
-        cpu = detect_cpu_ms(detectors, decode_image(target.data), runs)
+        cpu = detect_cpu_ms(detectors, decode_image(target.data), options.runs)
         out["target"] = {"image": target.name, "detect_cpu_ms": cpu}
         old = cpu[BASELINE].get("p50")
         out["speedups"] = {
@@ -158,10 +149,8 @@ def format_detectors(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def measure(args: argparse.Namespace) -> dict[str, Any]:
-        return compare_detectors(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
-
-    return run_section_cli(argv, "python -m bench.detectors", __doc__ or "", 50, measure, format_detectors)
+    prog = "python -m bench.detectors"
+    return run_section_cli(argv, prog, __doc__ or "", 50, compare_detectors, format_detectors)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ import io
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,16 +24,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.server import spawned_children, start_server
 from masklite.paths import ENV_SCENES_DIR, REPO_ROOT, env_path
 
 TARGET_RISE = 0.30
 JOB = {"layers": "all", "kinds": ["multiply", "add"]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _image() -> tuple[str, bytes]:
@@ -63,17 +55,10 @@ def _measure(client: httpx.Client, image: bytes, n: int) -> list[float]:
 
 def _worker_pid(server_pid: int) -> int:
     """The job's worker: the server's multiprocessing-spawn child."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == server_pid and b"spawn_main" in cmdline:
-            return int(entry.name)
-    raise SystemExit("no job worker process found")
+    workers = spawned_children(server_pid)
+    if not workers:
+        raise SystemExit("no job worker process found")
+    return workers[0]
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -92,26 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "jobs_latency.json")
     args = parser.parse_args(argv)
 
-    port = _free_port()
-    jobs_dir = tempfile.mkdtemp(prefix="masklite-jobs-")
-    env = dict(os.environ)
-    env.update(MASKLITE_HOST="127.0.0.1", MASKLITE_PORT=str(port), MASKLITE_JOBS_DIR=jobs_dir)
-    env.update(MASKLITE_ACCESS_LOG="false", MASKLITE_LOG_LEVEL="warning")
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
     name, image = _image()
+    # start_server: loopback, a fresh jobs folder, no access log, ready 20 times in a row
+    server = start_server()
     try:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if c.get("/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not become ready")
-                time.sleep(0.2)
+        with httpx.Client(base_url=server.url, timeout=60) as c:
             _measure(c, image, 20)  # warm-up
             before = _measure(c, image, args.requests)
             job_id = c.post("/v1/robustness", json=JOB).json()["job_id"]
@@ -125,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             during = _measure(c, image, args.requests)
             # the machine may be shared and its load drifts: also alternate short windows with the job's
             # worker paused (SIGSTOP) and running, so both conditions see the same background
-            worker = _worker_pid(server.pid)
+            worker = _worker_pid(server.proc.pid)
             paused: list[float] = []
             resumed: list[float] = []
             window = max(5, args.requests // args.rounds)
@@ -142,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             after = _measure(c, image, args.requests)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
     result: dict[str, Any] = {
         "image": name,

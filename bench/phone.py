@@ -11,12 +11,10 @@ reacts to the resampling and JPEG re-encoding of the upscaled copy)?
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -24,9 +22,8 @@ from tqdm import tqdm
 
 from bench import stats
 from bench.runner import load_classifiers, load_detector
-from bench.sections import run_section_cli, start_section
+from bench.sections import SectionOptions, run_section_cli, start_section
 from masklite.faces import match_boxes
-from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import infer_bytes
 
 PHONE_PIXELS = 12_000_000
@@ -54,16 +51,10 @@ def same_faces(reference: list, other: list, scale: float = 1.0) -> tuple[int, i
     return sum(reference[i].label == other[j].label for i, j in pairs), n
 
 
-def phone_costs(
-    models_dir: Path = DEFAULT_MODELS_DIR,
-    detector_path: Path | None = None,
-    runs: int = 15,
-    scenes_directory: Path | None = None,
-    scene_limit: int | None = None,
-) -> dict[str, Any]:
-    section = start_section(models_dir, scenes_directory, scene_limit)
-    card, scenes = section.card, section.scenes
-    detector, problem = load_detector(card, detector_path, None, models_dir)
+def phone_costs(options: SectionOptions) -> dict[str, Any]:
+    section = start_section(options)
+    card, scenes, models_dir = section.card, section.scenes, options.models_dir
+    detector, problem = load_detector(card, options.detector_path, None, models_dir)
     if detector is None:
         return {"error": f"no detector: {problem}"}
     if not scenes:
@@ -83,7 +74,7 @@ def phone_costs(
         res = run(data)
         info[name] = {"bytes": len(data), "size": [res.width, res.height], "decoded": list(res.decoded_size)}
     cpu: dict[str, list[float]] = {name: [] for name in photos}
-    for _ in tqdm(range(runs), desc="phone: 12 MP vs 1024 px", file=sys.stderr, leave=False):
+    for _ in tqdm(range(options.runs), desc="phone: 12 MP vs 1024 px", file=sys.stderr, leave=False):
         for name, data in photos.items():
             c0 = time.thread_time()
             run(data)
@@ -142,10 +133,7 @@ def format_phone(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def measure(args: argparse.Namespace) -> dict[str, Any]:
-        return phone_costs(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
-
-    return run_section_cli(argv, "python -m bench.phone", __doc__ or "", 15, measure, format_phone)
+    return run_section_cli(argv, "python -m bench.phone", __doc__ or "", 15, phone_costs, format_phone)
 
 
 if __name__ == "__main__":

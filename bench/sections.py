@@ -1,8 +1,8 @@
 """What the one-core sections of `make bench` share (stage timing, detectors, phone): their start and their
 command line.
 
-    section = start_section(models_dir, scenes_directory, scene_limit)   1 OpenCV thread, card, scenes
-    run_section_cli(argv, prog, doc, runs, measure, render)             --models-dir --detector --runs ...
+    section = start_section(options)                          1 OpenCV thread, card, scenes
+    run_section_cli(argv, prog, doc, runs, measure, render)   --models-dir --detector --runs ... -> options
 
 Each section measures one request on one core: 1 LiteRT thread per network, 1 OpenCV thread.
 """
@@ -24,6 +24,17 @@ from masklite.card import ModelCard, load_card
 from masklite.paths import DEFAULT_MODELS_DIR
 
 
+@dataclass(frozen=True)
+class SectionOptions:
+    """What every section takes: the models, the detector file, timed runs, the scenes."""
+
+    models_dir: Path = DEFAULT_MODELS_DIR
+    detector_path: Path | None = None  # None: the card's, shipped in models/
+    runs: int = 15
+    scenes_dir: Path | None = None  # None: $MASKLITE_SCENES_DIR
+    scene_limit: int | None = None
+
+
 @dataclass
 class Section:
     card: ModelCard
@@ -35,15 +46,14 @@ class Section:
         return stats.conditions(self.before, stats.snapshot())
 
 
-def start_section(
-    models_dir: Path, scenes_directory: Path | None = None, scene_limit: int | None = None
-) -> Section:
+def start_section(options: SectionOptions) -> Section:
     """One OpenCV thread, the conditions snapshot, the card, the scenes ($MASKLITE_SCENES_DIR by default)."""
     cv2.setNumThreads(1)
     before = stats.snapshot()
-    directory = scenes_dir(scenes_directory)
-    scenes = load_scenes(directory)[:scene_limit] if directory and (directory / "images").is_dir() else []
-    return Section(load_card(models_dir), scenes, before)
+    directory = scenes_dir(options.scenes_dir)
+    found = directory is not None and (directory / "images").is_dir()
+    scenes = load_scenes(directory)[: options.scene_limit] if found else []  # type: ignore[arg-type]
+    return Section(load_card(options.models_dir), scenes, before)
 
 
 def run_section_cli(
@@ -51,12 +61,12 @@ def run_section_cli(
     prog: str,
     doc: str,
     runs: int,
-    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    measure: Callable[..., dict[str, Any]],
     render: Callable[[dict[str, Any]], str],
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """A section's `main`: the common options (+ its own), run, print, optionally write JSON; exit 1 when
-    the result is an error."""
+    """A section's `main`: the common options, run, print, optionally write JSON; exit 1 when the result is
+    an error. `measure(options)`, or `measure(options, args)` for a section with `add_arguments`."""
     ap = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     ap.add_argument("--detector", type=Path, default=None, help="default: $MASKLITE_DETECTOR_PATH")
@@ -67,7 +77,8 @@ def run_section_cli(
     if add_arguments is not None:
         add_arguments(ap)
     args = ap.parse_args(argv)
-    result = measure(args)
+    options = SectionOptions(args.models_dir, args.detector, args.runs, args.scenes_dir, args.scene_limit)
+    result = measure(options) if add_arguments is None else measure(options, args)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -16,7 +16,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,10 +24,9 @@ from tqdm import tqdm
 from bench import stats
 from bench.images import make_target_image
 from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
-from bench.sections import run_section_cli, start_section
+from bench.sections import SectionOptions, run_section_cli, start_section
 from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES
 from masklite.image import DEFAULT_MAX_PIXELS, decode_image_reduced
-from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import draft_side, infer_bytes
 
 T = TypeVar("T")
@@ -46,24 +44,20 @@ def _median(values: list[float]) -> float:
 
 
 def stage_costs(
-    models_dir: Path = DEFAULT_MODELS_DIR,
+    options: SectionOptions,
     sides: tuple[int, ...] | list[int] = (320, 480, 640),
-    runs: int = 30,
-    detector_path: Path | None = None,
     runtime: str | None = None,
     default_side: int = DETECT_MAX_SIDE,
-    scenes_directory: Path | None = None,
-    scene_limit: int | None = None,
 ) -> dict[str, Any]:
-    section = start_section(models_dir, scenes_directory, scene_limit)
-    card = section.card
-    detector, problem = load_detector(card, detector_path, runtime, models_dir)
+    section = start_section(options)
+    card, runs = section.card, options.runs
+    detector, problem = load_detector(card, options.detector_path, runtime, options.models_dir)
     if detector is None:
         return {"error": f"no detector: {problem}"}
     target = make_target_image(section.scenes)
     if target is None:
         return {"error": "no 640x480 target: it is cut from the scenes, set MASKLITE_SCENES_DIR"}
-    classifiers = load_classifiers(card, models_dir, list(card.models), threads=1)
+    classifiers = load_classifiers(card, options.models_dir, list(card.models), threads=1)
     out: dict[str, Any] = {
         "image": target.name,
         "runs": runs,
@@ -149,16 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         runtimes = sorted(DETECTOR_RUNTIMES)
         ap.add_argument("--runtime", choices=runtimes, default=None, help="default: the card's")
 
-    def measure(args: argparse.Namespace) -> dict[str, Any]:
-        return stage_costs(
-            args.models_dir,
-            [int(s) for s in args.sides.split(",")],
-            args.runs,
-            args.detector,
-            args.runtime,
-            scenes_directory=args.scenes_dir,
-            scene_limit=args.scene_limit,
-        )
+    def measure(options: SectionOptions, args: argparse.Namespace) -> dict[str, Any]:
+        return stage_costs(options, [int(s) for s in args.sides.split(",")], args.runtime)  # its own options
 
     prog = "python -m bench.stage_timing"
     return run_section_cli(argv, prog, __doc__ or "", 30, measure, format_costs, own_arguments)

@@ -11,12 +11,13 @@ that imports the robustness and benchmark code; the routers import this module, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -34,11 +35,13 @@ from masklite.image import ImageError, decode_image
 from masklite.paths import ENV_DETECTOR_PATH, env_path
 from masklite.robustness import MAX_CELLS, GridSpec, RobustnessError, TFLiteModel
 from masklite.robustness import run_job as robustness_job
-from service.bodies import Part
-from service.errors import ApiError
+from service.bodies import Part, PartRule, read_job_body
+from service.errors import ApiError, error_responses
 from service.jobs import JobFn, JobManager, QueueFull, StorageUnavailable, UnknownKind, register_job_kind
 from service.schemas import JobAccepted
 from service.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
 
 # ---------------------------------------------------------------- submitting
 
@@ -71,6 +74,31 @@ def submit_job(
     url = status_url(job.id)
     body = JobAccepted(job_id=job.id, state=job.state, status_url=url)  # type: ignore[arg-type]
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": url})
+
+
+# what every job route answers: 202 + the job's id and URL, or an error in the envelope
+JOB_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": JobAccepted,
+    "responses": error_responses(400, 401, 403, 413, 415, 422, 429, 503),
+}
+
+
+async def start_job(
+    request: Request,
+    kind: str,
+    model: type[M],
+    uploads: Mapping[str, PartRule],
+    prepare: Callable[[M, ModelCard, Settings, dict[str, list[Part]]], tuple[dict[str, Any], dict[str, Any]]],
+    **limits: Any,
+) -> JSONResponse:
+    """A job route, whole: read and validate the body (service/bodies.py), check it against the card and the
+    model files (`prepare`, on a thread: it reads files), queue the job -> 202."""
+    spec, parts = await read_job_body(request, model, uploads, **limits)
+    card = await asyncio.to_thread(job_card, request)
+    settings = request.app.state.settings
+    params, public = await asyncio.to_thread(prepare, spec, card, settings, parts)
+    return submit_job(request, kind, params, public)
 
 
 def job_card(request: Request) -> ModelCard:
@@ -110,10 +138,12 @@ def _layer_model(path: str) -> TFLiteModel:
 
 
 def robustness_params(
-    spec: GridSpec, card: ModelCard, settings: Settings, upload: bytes | None
+    spec: GridSpec, card: ModelCard, settings: Settings, parts: dict[str, list[Part]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Blocking (run it on a thread): the grid checked against the model and the evaluation set -> (the
-    job's parameters, what GET /v1/jobs shows of them); 422 for anything the job would fail on."""
+    """Blocking (run it on a thread): the grid checked against the model and the evaluation set (the
+    uploaded part `evalset`, or the shipped one) -> (the job's parameters, what GET /v1/jobs shows of
+    them); 422 for anything the job would fail on."""
+    upload = parts["evalset"][0].data if "evalset" in parts else None
     if spec.precision not in card.models:
         known = ", ".join(card.models)
         raise ApiError(422, "invalid_parameters", f"precision: {spec.precision!r} is not one of {known}")
@@ -202,10 +232,16 @@ def loopback_url(host: str, port: int) -> str | None:
 
 
 def benchmark_params(
-    spec: BenchmarkRequest, card: ModelCard, settings: Settings, images: list[Part], detector: Path | None
+    spec: BenchmarkRequest,
+    card: ModelCard,
+    settings: Settings,
+    parts: dict[str, list[Part]],
+    detector: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Blocking (run it on a thread): the request checked against the card and the uploaded images decoded
-    once (a bad image fails here, not minutes later) -> (the job's parameters, their public part)."""
+    """Blocking (run it on a thread): the request checked against the card and the uploaded `images`
+    decoded once (a bad image fails here, not minutes later) -> (the job's parameters, their public
+    part). `detector`: the file the service runs (default: the card's)."""
+    images = parts.get("images", [])
     unknown = [m for m in spec.models or () if m not in card.models]
     if unknown:
         known = ", ".join(sorted(card.models))

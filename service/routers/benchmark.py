@@ -13,15 +13,19 @@ never measure each other or a robustness job. Artifacts: result.json, chart.png,
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from service.bodies import PartRule, job_body_doc, read_job_body
-from service.errors import error_responses
-from service.jobkinds import MAX_UPLOADED_IMAGES, BenchmarkRequest, benchmark_params, job_card, submit_job
-from service.schemas import JobAccepted
+from service.bodies import PartRule, job_body_doc
+from service.jobkinds import (
+    JOB_ROUTE,
+    MAX_UPLOADED_IMAGES,
+    BenchmarkRequest,
+    benchmark_params,
+    start_job,
+)
 from service.security import require_api_key
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -35,21 +39,17 @@ _IMAGES_DOC = {
 
 @router.post(
     "/v1/benchmark",
-    status_code=202,
-    response_model=JobAccepted,
-    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     openapi_extra=job_body_doc(BenchmarkRequest, {"images": _IMAGES_DOC}),
     summary="Start a benchmark job: classifier and pipeline latency, HTTP overhead, scenes recall",
+    **JOB_ROUTE,
 )
 async def start_benchmark(request: Request) -> JSONResponse:
     settings = request.app.state.settings
-    images = PartRule(max_count=MAX_UPLOADED_IMAGES)
-    spec, parts = await read_job_body(
-        request, BenchmarkRequest, {"images": images}, max_total=settings.max_body_bytes
-    )
-    card = await asyncio.to_thread(job_card, request)
+    images = {"images": PartRule(max_count=MAX_UPLOADED_IMAGES)}
+    # the detector file the running service uses, for the job's in-process runs
     runtime = getattr(request.app.state, "runtime", None)
     detector = getattr(getattr(runtime, "detector", None), "path", None) or settings.detector_path
-    args = (spec, card, settings, parts.get("images", []), detector)
-    params, public = await asyncio.to_thread(benchmark_params, *args)
-    return submit_job(request, "benchmark", params, public)
+    prepare = partial(benchmark_params, detector=detector)
+    return await start_job(
+        request, "benchmark", BenchmarkRequest, images, prepare, max_total=settings.max_body_bytes
+    )

@@ -12,15 +12,11 @@ Without an upload the job uses the evaluation set shipped beside the models (mod
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from service.bodies import PartRule, job_body_doc, read_job_body
-from service.errors import error_responses
-from service.jobkinds import GridSpec, job_card, robustness_params, submit_job
-from service.schemas import JobAccepted
+from service.bodies import PartRule, job_body_doc
+from service.jobkinds import JOB_ROUTE, GridSpec, robustness_params, start_job
 from service.security import require_api_key
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -30,18 +26,15 @@ _EVALSET_DOC = {"type": "string", "format": "binary", "description": "zip, a fol
 
 @router.post(
     "/v1/robustness",
-    status_code=202,
-    response_model=JobAccepted,
-    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     openapi_extra=job_body_doc(GridSpec, {"evalset": _EVALSET_DOC}),
     summary="Start a robustness job: perturb each layer's weights, re-measure accuracy",
+    **JOB_ROUTE,
 )
 async def start_robustness(request: Request) -> JSONResponse:
-    settings = request.app.state.settings
-    zip_limit = settings.evalset_max_bytes
+    zip_limit = request.app.state.settings.evalset_max_bytes
     evalset = PartRule(zip_limit, what="the evaluation-set zip")
-    spec, parts = await read_job_body(request, GridSpec, {"evalset": evalset}, params_max_bytes=zip_limit)
-    upload = parts["evalset"][0].data if "evalset" in parts else None
-    card = await asyncio.to_thread(job_card, request)
-    params, public = await asyncio.to_thread(robustness_params, spec, card, settings, upload)
-    return submit_job(request, "robustness", params, public)
+    uploads = {"evalset": evalset}
+    # the params part may be as large as the zip, as before the parser was shared
+    return await start_job(
+        request, "robustness", GridSpec, uploads, robustness_params, params_max_bytes=zip_limit
+    )

@@ -7,15 +7,16 @@ from pathlib import Path
 
 from bench.detectors import compare_detectors
 from bench.phone import phone_costs
+from bench.sections import SectionOptions
 from bench.stage_timing import format_costs, main, stage_costs
 
 
 def test_detector_and_phone_sections(models_dir: Path, scenes_dir: Path, detector_path: Path) -> None:
-    det = compare_detectors(models_dir, detector_path, runs=2, scenes_directory=scenes_dir, scene_limit=6)
+    det = compare_detectors(SectionOptions(models_dir, detector_path, 2, scenes_dir, scene_limit=6))
     assert det["baseline"] == "opencv" and det["candidate"] == "litert"
     assert det["speedup"] is not None and "noisy" in det["conditions"]
     assert det["compare"]["iou90_share"] >= 0.95 and det["compare"]["same_label_share"] >= 0.99
-    phone = phone_costs(models_dir, detector_path, runs=1, scenes_directory=scenes_dir, scene_limit=2)
+    phone = phone_costs(SectionOptions(models_dir, detector_path, 1, scenes_dir, scene_limit=2))
     assert phone["photos"]["12mp"]["decoded"][0] * 4 >= phone["photos"]["12mp"]["size"][0]
     assert phone["ratio"] is not None and 0 <= phone["same_share"] <= 1
 
@@ -24,7 +25,7 @@ def test_stage_timing_passes_the_detect_size_to_the_pipeline(
     models_dir: Path, scenes_dir: Path, detector_path: Path
 ) -> None:
     """A smaller detect size (the pipeline's detect_size, no patched global) finds no more faces."""
-    costs = stage_costs(models_dir, [160, 640], 1, detector_path, scenes_directory=scenes_dir, scene_limit=4)
+    costs = stage_costs(SectionOptions(models_dir, detector_path, 1, scenes_dir, scene_limit=4), [160, 640])
     small, default = costs["sides"]["160"], costs["sides"]["640"]
     assert small["faces_on_target"] <= default["faces_on_target"] and default["faces_on_target"] >= 2
     for row in (small, default):
@@ -39,6 +40,6 @@ def test_stage_timing_passes_the_detect_size_to_the_pipeline(
 
 def test_sections_report_missing_scenes(models_dir: Path, tmp_path: Path) -> None:
     """No scenes: an error result and exit 1, not a crash."""
-    assert "error" in stage_costs(models_dir, [640], 1, scenes_directory=tmp_path)
-    assert "error" in phone_costs(models_dir, runs=1, scenes_directory=tmp_path)
+    options = SectionOptions(models_dir, runs=1, scenes_dir=tmp_path)
+    assert "error" in stage_costs(options, [640]) and "error" in phone_costs(options)
     assert main(["--scenes-dir", str(tmp_path), "--runs", "1", "--sides", "640"]) == 1

@@ -92,13 +92,13 @@ def test_benchmark_params_check_models_and_images() -> None:
 
     def fails(spec: BenchmarkRequest, images: list[Part]) -> ApiError:
         with pytest.raises(ApiError) as info:
-            benchmark_params(spec, card, settings, images, None)
+            benchmark_params(spec, card, settings, {"images": images})
         return info.value
 
     assert fails(BenchmarkRequest(models=["fp4"]), []).code == "invalid_parameters"
     assert fails(BenchmarkRequest(), [Part("a.jpg", b"")]).code == "invalid_image"
     assert fails(BenchmarkRequest(), [Part("a.jpg", b"not an image")]).code == "invalid_image"
-    params, public = benchmark_params(BenchmarkRequest(), card, settings, [Part("", jpeg())], None)
+    params, public = benchmark_params(BenchmarkRequest(), card, settings, {"images": [Part("", jpeg())]})
     assert params["images"][0][0] == "image0" and params["self_url"] == "http://127.0.0.1:8000"
     assert public["images"][0]["name"] == "image0" and len(public["images"][0]["sha256"]) == 64
     assert "X-API-Key" not in params["headers"]
