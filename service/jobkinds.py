@@ -1,7 +1,8 @@
 """The job kinds this service runs, registered in one place, and how a route submits one.
 
     register_job_kinds()          create_app calls it once: robustness, benchmark
-    submit_job(request, kind, params, public)   -> 202 {job_id, state, status_url}; 429 / 503
+    start_job(request, kind, Model, uploads, prepare)   a job route, whole: body -> checks -> 202
+    submit_job(request, kind, params, public)           -> 202 {job_id, state, status_url}; 429 / 503
 
 A kind is a module-level function `fn(params, progress, out_dir) -> result` (the job runner pickles it by
 reference into a spawned process). Each kind has an adapter here: its request model, the checks that need
