@@ -41,10 +41,10 @@ lint:
 	$(PY) -m ruff format --check .
 
 bench:  ## classifier + pipeline + HTTP + load benchmarks (~5 min); prints tables, writes benchmarks/
-	$(PY) -m service.bench
+	$(PY) -m bench
 
 bench-ci:  ## waits <= 3 min for load avg < 1.0, then a short /v1/benchmark job (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios, never on noise
-	$(PY) -m service.bench.ci
+	$(PY) -m bench.ci
 
 build-models:  ## prepare -> train -> export -> evaluate, writes models/
 	$(PY) -m training build

@@ -18,6 +18,9 @@ CARD_FILENAME = "model_card.json"
 MASK_LABEL = "with_mask"
 # The answer for a face smaller than the card's `min_face_size`: too small to judge, not a guess.
 UNKNOWN_LABEL = "unknown"
+# the defaults of the card's fields below, one definition each (training and the detector import them)
+INPUT_SCALE, INPUT_OFFSET = 1.0 / 127.5, -1.0  # x = pixel / 127.5 - 1: MobileNetV2's [-1, 1]
+DETECTOR_SCORE_THRESHOLD, DETECTOR_NMS_THRESHOLD = 0.6, 0.3
 
 
 class InputSpec(BaseModel):
@@ -25,8 +28,8 @@ class InputSpec(BaseModel):
 
     size: tuple[int, int] = Field(description="[height, width] of the model input")
     color: Literal["RGB", "BGR"] = "RGB"
-    scale: float = 1.0 / 127.5
-    offset: float = -1.0
+    scale: float = INPUT_SCALE
+    offset: float = INPUT_OFFSET
 
 
 YUNET_LICENSE = "Apache-2.0 (libfacedetection.train); MIT as redistributed by opencv_zoo"
@@ -73,8 +76,8 @@ class DetectorSpec(BaseModel):
     name: str = "yunet"
     file: str = YUNET_FILENAME
     sha256: str | None = None
-    score_threshold: float = 0.6
-    nms_threshold: float = 0.3
+    score_threshold: float = DETECTOR_SCORE_THRESHOLD
+    nms_threshold: float = DETECTOR_NMS_THRESHOLD
     bytes: int | None = 232_589
     license: str = YUNET_LICENSE
     license_file: str = "face_detection_yunet_LICENSE.txt"

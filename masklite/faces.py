@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from masklite.card import ChecksumError, DetectorSpec
+from masklite.card import DETECTOR_NMS_THRESHOLD, DETECTOR_SCORE_THRESHOLD, ChecksumError, DetectorSpec
 from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path, sha256_file
 
 # YuNet is fastest and most accurate on frames of a few hundred pixels; bigger images are shrunk first.
@@ -42,7 +42,9 @@ Landmarks = tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)
-class Face:
+class Detection:
+    """One face the detector found (service/schemas.py's `Face` is the API's answer for a face)."""
+
     box: tuple[int, int, int, int]  # x, y, w, h in original-image pixels
     score: float
     landmarks: Landmarks = ()  # five (x, y) points in original-image pixels, LANDMARK_NAMES order
@@ -60,8 +62,8 @@ class FaceDetector:
     def __init__(
         self,
         model_path: Path | str,
-        score_threshold: float = 0.6,
-        nms_threshold: float = 0.3,
+        score_threshold: float = DETECTOR_SCORE_THRESHOLD,
+        nms_threshold: float = DETECTOR_NMS_THRESHOLD,
         max_side: int = DETECT_MAX_SIDE,
     ):
         self.model_path = str(model_path)
@@ -81,7 +83,7 @@ class FaceDetector:
         _, rows = self._net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         return rows
 
-    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Face]:
+    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Detection]:
         """Faces in an RGB image, best first; retries with a border when nothing is found.
 
         `max_side`: the detector input's longer side (default: this detector's); images are only ever
@@ -94,7 +96,7 @@ class FaceDetector:
         faces = [f for f in faces if min(f.box[2], f.box[3]) >= min_face]
         return sorted(faces, key=lambda f: f.score, reverse=True)
 
-    def _detect_scaled(self, rgb: np.ndarray, pad: float, max_side: int) -> list[Face]:
+    def _detect_scaled(self, rgb: np.ndarray, pad: float, max_side: int) -> list[Detection]:
         height, width = rgb.shape[:2]
         px, py = int(round(width * pad)), int(round(height * pad))
         if pad:
@@ -116,7 +118,7 @@ class FaceDetector:
                 points = tuple(
                     (float(row[4 + 2 * k]) / scale - px, float(row[5 + 2 * k]) / scale - py) for k in range(5)
                 )
-                faces.append(Face(box=box, score=float(row[-1]), landmarks=points))
+                faces.append(Detection(box=box, score=float(row[-1]), landmarks=points))
         return faces
 
 
@@ -387,8 +389,8 @@ DETECTOR_RUNTIMES: dict[str, type[FaceDetector]] = {
 def make_detector(
     runtime: str,
     model_path: Path | str,
-    score_threshold: float = 0.6,
-    nms_threshold: float = 0.3,
+    score_threshold: float = DETECTOR_SCORE_THRESHOLD,
+    nms_threshold: float = DETECTOR_NMS_THRESHOLD,
     max_side: int = DETECT_MAX_SIDE,
 ) -> FaceDetector:
     """A detector for one runtime name (the card's `detector.runtime`, or a setting)."""

@@ -177,7 +177,7 @@ def render(collector: Collector, profile: str, exit_code: int, elapsed: float, m
         "  `cancelled`, by design).",
         "* Memory is the server process's VmRSS / VmHWM from `/proc/<pid>/status`; job workers are separate",
         "  processes with their own limits.",
-        "* Overload uses `service/bench/loadgen.py` (loopback only, bounded in clients, time and requests).",
+        "* Overload uses `bench/loadgen.py` (loopback only, bounded in clients, time and requests).",
         "  Accepted latency is bounded server-side (each request's access-log line, upload included) by",
         "  what the admission limit allows: 2 x (MAX_INFLIGHT + THREADS) / accepted-per-second. The",
         "  client-side latency is reported, not bounded: on 2 shared cores it is dominated by the load",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.bench.stats import conditions_line
+from bench.stats import conditions_line
 
 STAGES = ("decode", "detect", "classify")
 

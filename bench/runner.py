@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import stats
+from bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier, preprocess
 from masklite.faces import (
-    DETECT_MAX_SIDE,
     FaceDetector,
     crop_face,
     make_detector,
@@ -28,8 +29,6 @@ from masklite.faces import (
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import infer_bytes
-from service.bench import stats
-from service.bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 
 SCHEMA_VERSION = 1
 STAGES = ("decode", "detect", "classify", "total", "cpu")
@@ -125,28 +124,46 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
+def target_boxes(
+    card: ModelCard, classifier: Classifier, detector: FaceDetector | None, image: BenchImage | None
+) -> list[tuple[int, int, int, int]]:
+    """The faces the pipeline finds on the image (its annotated faces when there is no detector)."""
+    if image is None:
+        return []
+    if detector is None:
+        return [t.box for t in image.truth]
+    return [f.box for f in infer_bytes(image.data, card, classifier, detector).prediction.faces]
+
+
 def face_batch(
     card: ModelCard,
-    detector: FaceDetector | None,
     image: BenchImage | None,
+    boxes: list[tuple[int, int, int, int]],
     n: int,
     precision: str | None = None,
 ) -> np.ndarray:
-    """n face crops preprocessed for one model (its own input spec): real faces from the target image
-    when possible, else noise."""
+    """n face crops preprocessed for one model (its own input spec): the classifier benchmark's input, cut
+    at `boxes` by the pipeline's own crop and preprocessing; noise when there are no faces."""
     spec = card.input_for(precision)
     crops: list[np.ndarray] = []
-    if image is not None:
+    if image is not None and boxes:
         rgb = decode_image(image.data)
-        boxes = (
-            [f.box for f in detector.detect(rgb)] if detector is not None else [t.box for t in image.truth]
-        )
         crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
     if not crops:
         rng = np.random.default_rng(0)
         crops = [rng.integers(0, 256, (*spec.size, 3), dtype=np.uint8)]
     crops = [crops[i % len(crops)] for i in range(n)]
     return preprocess(crops, spec)
+
+
+def load_classifiers(
+    card: ModelCard, models_dir: Path, precisions: list[str], threads: int = 1
+) -> dict[str, Classifier]:
+    """One classifier per precision, sha256-checked, with its card input spec (as the service loads them)."""
+    return {
+        p: Classifier(verify_model_file(card, models_dir, p), num_threads=threads, spec=card.input_for(p))
+        for p in precisions
+    }
 
 
 def bench_classifiers(
@@ -188,10 +205,11 @@ def run_pipeline_once(
     classifier: Classifier,
     detector: FaceDetector | None,
     detect_size: int | None = None,
+    precision: str | None = None,
 ) -> tuple[dict[str, float], list]:
     """decode -> detect -> classify, as the service does it (infer_bytes); stage times in ms (+ CPU)."""
     c0, t0 = time.process_time(), time.perf_counter()
-    res = infer_bytes(image.data, card, classifier, detector, detect_faces=True, detect_size=detect_size)
+    res = infer_bytes(image.data, card, classifier, detector, detect_size=detect_size, precision=precision)
     pred = res.prediction
     t2, c2 = time.perf_counter(), time.process_time()
     timings = {
@@ -216,15 +234,22 @@ def bench_pipeline(
     repeats: int,
     score: SceneScore | None,
     tick: Callable[[str], None],
+    precision: str | None = None,
+    detect_size: int | None = None,
 ) -> dict[str, object]:
+    """The pipeline on every image of the set, `repeats` passes; scored on the first pass."""
+
+    def run(image: BenchImage) -> tuple[dict[str, float], list]:
+        return run_pipeline_once(image, card, classifier, detector, detect_size, precision)
+
     rows: list[dict[str, float]] = []
     per_image: dict[str, list[float]] = {}
     faces_per_image: dict[str, int] = {}
     if images:
-        run_pipeline_once(images[0], card, classifier, detector)  # warm-up
+        run(images[0])  # warm-up
     for rep in range(repeats):
         for image in images:
-            timings, faces = run_pipeline_once(image, card, classifier, detector)
+            timings, faces = run(image)
             rows.append(timings)
             per_image.setdefault(image.name, []).append(timings["total"])
             if rep == 0:
@@ -249,16 +274,17 @@ def bench_target(
     runs: int,
     warmup: int,
     tick: Callable[[str], None],
+    detect_size: int | None = None,
 ) -> dict[str, dict[str, object]]:
     """Pipeline per stage on one image, per precision, interleaved run by run (see bench_classifiers)."""
-    for classifier in classifiers.values():
+    for precision, classifier in classifiers.items():
         for _ in range(warmup):
-            run_pipeline_once(image, card, classifier, detector)
+            run_pipeline_once(image, card, classifier, detector, detect_size, precision)
     rows: dict[str, list[dict[str, float]]] = {p: [] for p in classifiers}
     faces: dict[str, int] = {}
     for _ in range(runs):
         for precision, classifier in classifiers.items():
-            timings, found = run_pipeline_once(image, card, classifier, detector)
+            timings, found = run_pipeline_once(image, card, classifier, detector, detect_size, precision)
             rows[precision].append(timings)
             faces[precision] = len(found)
             tick(f"{precision} {image.name}")
@@ -273,19 +299,13 @@ def load_detector(
     explicit: Path | None,
     runtime: str | None = None,
     models_dir: Path = DEFAULT_MODELS_DIR,
-    max_side: int | None = None,
 ) -> tuple[FaceDetector | None, str | None]:
-    """The detector the service would use (the card's runtime unless `runtime` says otherwise)."""
+    """The detector the service would use (the card's runtime unless `runtime` says otherwise), at the
+    default input size: a what-if size goes to the pipeline as its detect_size."""
     runtime = runtime or card.detector.runtime
     try:
         path = resolve_detector_file(card.detector, runtime, models_dir, explicit)
-        detector = make_detector(
-            runtime,
-            path,
-            card.detector.score_threshold,
-            card.detector.nms_threshold,
-            max_side or DETECT_MAX_SIDE,
-        )
+        detector = make_detector(runtime, path, card.detector.score_threshold, card.detector.nms_threshold)
     except (FileNotFoundError, ValueError) as exc:
         return None, str(exc)
     return detector, None
@@ -301,8 +321,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
     if unknown:
         raise ValueError(f"models {unknown} are not in the card (has {sorted(card.models)})")
     detector, detector_problem = load_detector(
-        card, config.detector_path, config.detector_runtime, config.models_dir, config.detect_max_side
+        card, config.detector_path, config.detector_runtime, config.models_dir
     )
+    detect_size = config.detect_max_side  # None: the detector's own default (DETECT_MAX_SIDE)
 
     scene_dir = scenes_dir(config.scenes_dir)
     scenes = load_scenes(scene_dir) if scene_dir is not None and (scene_dir / "images").is_dir() else []
@@ -318,10 +339,12 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
         n_combo * len(config.batch_sizes) + (n_combo * pipe_units if config.include_pipeline else 0), progress
     )
 
+    # the classifier benchmark's faces: what the pipeline finds on the target
+    finder = load_classifiers(card, config.models_dir, precisions[:1])[precisions[0]]
+    boxes = target_boxes(card, finder, detector, target)
+    del finder
     rss_start = stats.rss_mb()
-    batches = {
-        n: {p: face_batch(card, detector, target, n, p) for p in precisions} for n in config.batch_sizes
-    }
+    batches = {n: {p: face_batch(card, target, boxes, n, p) for p in precisions} for n in config.batch_sizes}
     result: dict[str, object] = {
         "schema": SCHEMA_VERSION,
         "kind": "masklite-benchmark",
@@ -343,7 +366,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "scene_repeats": config.scene_repeats,
             "scene_limit": config.scene_limit,
             "image_set": image_set_name,
-            "detect_max_side": detector.max_side if detector is not None else None,
+            "detect_max_side": detect_size or (detector.max_side if detector is not None else None),
             "images": len(image_set),
         },
         "detector": {
@@ -372,7 +395,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
         per_thread: dict[str, dict[str, object]] = {}
         for precision, path in paths.items():
             rss_before = stats.rss_mb()
-            classifiers[precision] = Classifier(path, num_threads=threads)
+            classifiers[precision] = Classifier(path, num_threads=threads, spec=card.input_for(precision))
             rss_loaded = stats.rss_mb()
             per_thread[precision] = {
                 "rss_model_mb": round((rss_loaded or 0) - (rss_before or 0), 1),
@@ -392,7 +415,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             if target is not None:
                 warm = min(config.warmup, 5)
                 for precision, row in bench_target(
-                    target, card, classifiers, detector, config.pipeline_runs, warm, tick
+                    target, card, classifiers, detector, config.pipeline_runs, warm, tick, detect_size
                 ).items():
                     per_thread[precision]["target"] = row
             if image_set:
@@ -406,6 +429,8 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
                         config.scene_repeats,
                         scores[precision] if threads == config.threads[0] else None,
                         lambda name, p=precision: tick(f"{p} {name}"),
+                        precision,
+                        detect_size,
                     )
         for precision in precisions:
             models[precision]["threads"][str(threads)] = per_thread[precision]  # type: ignore[index]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import stats
 from masklite.paths import REPO_ROOT
-from service.bench import stats
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def child_pids(pid: int) -> list[int]:
-    """Direct children of a process (uvicorn's worker processes), from /proc."""
+    """Direct children of a process, from /proc."""
     out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -55,8 +55,7 @@ class ServerProcess:
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: uvicorn's workers, or the server itself with one worker."""
         # uvicorn --workers N spawns N processes through multiprocessing; one worker serves in-process
-        workers = [p for p in child_pids(self.proc.pid) if "spawn_main" in _cmdline(p)]
-        return workers or [self.proc.pid]
+        return spawned_children(self.proc.pid) or [self.proc.pid]
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process and every worker so far (from /proc)."""
@@ -117,6 +116,11 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     # after the command name: field 3 is state, so utime (14) and stime (15) sit at indices 11 and 12
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spawned_children(pid: int) -> list[int]:
+    """Children that multiprocessing's `spawn` started: uvicorn's workers, or a job's worker process."""
+    return [p for p in child_pids(pid) if "spawn_main" in _cmdline(p)]
 
 
 def _cmdline(pid: int) -> str:

@@ -1,7 +1,7 @@
 """In-process pipeline vs the HTTP round trip of /v1/predict for the same image, on loopback.
 
 In-process uses the service's own settings for one request: a 1-thread LiteRT interpreter and YuNet,
-decode_image + predict_faces. HTTP posts the same bytes as multipart, one request at a time, and also
+masklite.pipeline.infer_bytes. HTTP posts the same bytes as multipart, one request at a time, and also
 reads the server's own `timings_ms.total` (what the server spent, without the client and the socket).
 The two alternate request by request, so a burst of background load hits both alike.
 """
@@ -14,12 +14,11 @@ from typing import Any
 
 import httpx
 
-from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier
-from service.bench import stats
-from service.bench.images import BenchImage
-from service.bench.loadgen import check_loopback
-from service.bench.runner import STAGES, Progress, load_detector, run_pipeline_once
+from bench import stats
+from bench.images import BenchImage
+from bench.loadgen import check_loopback
+from bench.runner import STAGES, Progress, load_classifiers, load_detector, run_pipeline_once
+from masklite.card import load_card
 
 
 def _post(client: httpx.Client, image: BenchImage, precision: str) -> tuple[float, dict[str, Any]]:
@@ -44,11 +43,11 @@ def measure_pair(
 ) -> dict[str, Any]:
     """In-process and HTTP runs alternated one by one, so both see the same background load."""
     card = load_card(models_dir)
-    classifier = Classifier(verify_model_file(card, models_dir, precision), num_threads=1)
+    classifier = load_classifiers(card, models_dir, [precision])[precision]
     detector, _ = load_detector(card, detector_path)
     rows, round_trip, server_total, faces = [], [], [], 0
     for i in range(warmup + runs):
-        timings, _found = run_pipeline_once(image, card, classifier, detector)
+        timings, _found = run_pipeline_once(image, card, classifier, detector, precision=precision)
         elapsed, body = _post(client, image, precision)
         if i >= warmup:
             rows.append(timings)

@@ -1,4 +1,4 @@
-"""Prometheus metrics.
+"""Prometheus metrics (served by routers/metrics.py as GET /metrics).
 
 Single process: the default registry. Several uvicorn workers: `python -m service` points
 PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start, every worker writes its values
@@ -59,8 +59,3 @@ def render() -> tuple[bytes, str]:
         _mp.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
-
-
-def mark_process_dead(pid: int) -> None:
-    if os.environ.get(MULTIPROC_ENV):
-        _mp.mark_process_dead(pid)

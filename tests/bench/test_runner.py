@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from bench.images import load_scenes, make_target_image
+from bench.report import format_result, save_chart
+from bench.runner import BenchConfig, run_benchmark
+from bench.stats import conditions, cpu_counters, snapshot
+from bench.targets import ci_noise_reason, ci_ratio_failures, evaluate_targets, format_checks
 from masklite.faces import iou, match_boxes
-from service.bench.images import load_scenes, make_target_image
-from service.bench.report import format_result, save_chart
-from service.bench.runner import BenchConfig, run_benchmark
-from service.bench.stats import conditions, cpu_counters, snapshot
-from service.bench.targets import ci_noise_reason, ci_ratio_failures, evaluate_targets, format_checks
 
 
 def _clf(per_face: float) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from service.bench.loadgen import LoadConfig, NotLoopback, check_loopback, run_load_sync
+from bench.loadgen import LoadConfig, NotLoopback, check_loopback, run_load_sync
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -156,7 +156,7 @@ def test_counts_rejections_and_retry_after(busy_url: str) -> None:
 
 
 def test_connection_refused_is_counted_not_spun(stub_url: str) -> None:
-    from service.bench.server import free_port
+    from bench.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     run = run_load_sync(LoadConfig(base_url=url, image=b"x", concurrency=2, duration_s=0.5))
