@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from masklite.card import DETECTOR_NMS_THRESHOLD, DETECTOR_SCORE_THRESHOLD
 from masklite.paths import REPO_ROOT
 
 DEFAULT_WORK_DIR = REPO_ROOT / "work"
@@ -15,8 +16,8 @@ class PrepareConfig:
     crop_margin: float = 0.2
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     split_seed: int = 0
-    detector_score_threshold: float = 0.6
-    detector_nms_threshold: float = 0.3
+    detector_score_threshold: float = DETECTOR_SCORE_THRESHOLD
+    detector_nms_threshold: float = DETECTOR_NMS_THRESHOLD
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from masklite.card import InputSpec
+from masklite.card import INPUT_OFFSET, INPUT_SCALE, InputSpec
 from masklite.classifier import Classifier, preprocess, resize_crop
 from masklite.faces import crop_face
 from masklite.files import staged_dir
@@ -34,7 +34,7 @@ FEATURE_DIM = 1280  # MobileNetV2 alpha 1.0 last conv channels
 
 
 def input_spec(size: int) -> InputSpec:
-    return InputSpec(size=(size, size), color="RGB", scale=1.0 / 127.5, offset=-1.0)
+    return InputSpec(size=(size, size), color="RGB", scale=INPUT_SCALE, offset=INPUT_OFFSET)
 
 
 def backbone_weights(explicit: Path | str | None = None) -> str:
