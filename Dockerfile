@@ -98,7 +98,10 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # code and models (the YuNet detector included) stay root-owned: the service user can read, not change them
 COPY masklite/ masklite/
+COPY robustness/ robustness/
 COPY service/ service/
+# the benchmark job (POST /v1/benchmark, service/jobkinds.py) runs bench/
+COPY bench/ bench/
 COPY models/ models/
 # the base image's environment (FROM scratch starts empty), then the service's settings
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -117,7 +120,7 @@ ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/
 # (the jobs folder is made here: COPY --from does not keep the service user's ownership)
 RUN mkdir -p /var/lib/masklite/jobs \
  && chown 10001:10001 /var/lib/masklite/jobs \
- && python -m compileall -q masklite service \
+ && python -m compileall -q masklite service bench \
  && python -m service check
 USER 10001:10001
 EXPOSE 8000

@@ -41,19 +41,19 @@ lint:
 	$(PY) -m ruff format --check .
 
 bench:  ## classifier + pipeline + HTTP + load benchmarks (~5 min); prints tables, writes benchmarks/
-	$(PY) -m service.bench
+	$(PY) -m bench
 
 bench-ci:  ## waits <= 3 min for load avg < 1.0, then a short /v1/benchmark job (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios, never on noise
-	$(PY) -m service.bench.ci
+	$(PY) -m bench.ci
 
 build-models:  ## prepare -> train -> export -> evaluate, writes models/
 	$(PY) -m training build
 
 robustness-report:  ## per-layer weight robustness of the shipped models -> reports/robustness.md + PNGs
-	$(PY) -m masklite.robustness_cli report --workers 2
+	$(PY) -m robustness report --workers 2
 
 reliability:  ## hardening tests in the long profile (fuzz >= 1,000 cases, 30 s overload, ...) -> RELIABILITY.md (~15 min)
-	$(PY) tests/hardening/reliability.py --profile long $(ARGS)
+	$(PY) tools/reliability_report.py --profile long $(ARGS)
 
 fuzz:  ## schemathesis against /openapi.json of a real server, long profile (>= 1,000 cases)
 	MASKLITE_HARDENING_PROFILE=long $(PY) -m pytest tests/hardening/test_fuzz.py -rs

@@ -50,9 +50,7 @@ def _satisfied(text: str, requirement: Any, extra: str = "") -> bool:
         return False
     # uvicorn[standard]: the extra's own requirements must be there too
     subs = metadata.requires(req.name) or []
-    return all(
-        _satisfied(sub, requirement, extra=x) for x in req.extras for sub in subs if "extra" in sub
-    )
+    return all(_satisfied(sub, requirement, extra=x) for x in req.extras for sub in subs if "extra" in sub)
 
 
 def missing(reqs: list[str]) -> list[str]:

@@ -3,10 +3,10 @@
 One definition of each thing:
     card.py        the model card (labels, preprocessing, files, metrics) and its sha256 checks
     image.py       bytes -> RGB uint8 array (EXIF, grey, RGBA, palette, 16-bit; bomb check before decode)
-    faces.py       the YuNet face detector and the face crop with margin
-    preprocess.py  crop -> model input tensor, exactly as the card says
-    classifier.py  a LiteRT interpreter around one .tflite file (float32 or int8)
-    pipeline.py    image -> faces -> labels, the whole inference path in one short function
+    faces.py       the YuNet face detector (LiteRT / onnxruntime / OpenCV, our box decoding) and the face crop
+    classifier.py  crop -> model input exactly as the card says (`preprocess`), and a LiteRT interpreter
+                   around one .tflite file (float32, int8, micro)
+    pipeline.py    image bytes -> faces -> labels: the whole inference path in two short functions
 """
 
 import importlib.util

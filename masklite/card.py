@@ -11,12 +11,16 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from masklite.files import write_text_atomic
 from masklite.paths import YUNET_FILENAME, sha256_file
 
 CARD_FILENAME = "model_card.json"
 MASK_LABEL = "with_mask"
 # The answer for a face smaller than the card's `min_face_size`: too small to judge, not a guess.
 UNKNOWN_LABEL = "unknown"
+# the defaults of the card's fields below, one definition each (training and the detector import them)
+INPUT_SCALE, INPUT_OFFSET = 1.0 / 127.5, -1.0  # x = pixel / 127.5 - 1: MobileNetV2's [-1, 1]
+DETECTOR_SCORE_THRESHOLD, DETECTOR_NMS_THRESHOLD = 0.6, 0.3
 
 
 class InputSpec(BaseModel):
@@ -24,8 +28,8 @@ class InputSpec(BaseModel):
 
     size: tuple[int, int] = Field(description="[height, width] of the model input")
     color: Literal["RGB", "BGR"] = "RGB"
-    scale: float = 1.0 / 127.5
-    offset: float = -1.0
+    scale: float = INPUT_SCALE
+    offset: float = INPUT_OFFSET
 
 
 YUNET_LICENSE = "Apache-2.0 (libfacedetection.train); MIT as redistributed by opencv_zoo"
@@ -72,8 +76,8 @@ class DetectorSpec(BaseModel):
     name: str = "yunet"
     file: str = YUNET_FILENAME
     sha256: str | None = None
-    score_threshold: float = 0.6
-    nms_threshold: float = 0.3
+    score_threshold: float = DETECTOR_SCORE_THRESHOLD
+    nms_threshold: float = DETECTOR_NMS_THRESHOLD
     bytes: int | None = 232_589
     license: str = YUNET_LICENSE
     license_file: str = "face_detection_yunet_LICENSE.txt"
@@ -126,20 +130,6 @@ class ModelCard(BaseModel):
     def mask_index(self) -> int:
         return self.labels.index(MASK_LABEL)
 
-    def decide(self, mask_probability: float, box: tuple[int, int, int, int], precision: str | None) -> str:
-        """The label the service answers: `unknown` below the smallest judgeable face, else the mask label
-        when the probability reaches the model's threshold, else the other label."""
-        if min(box[2], box[3]) < self.min_face_size:
-            return UNKNOWN_LABEL
-        entry = self.models.get(precision) if precision is not None else None
-        threshold = entry.decision_threshold if entry is not None else 0.5
-        if mask_probability >= threshold:
-            return MASK_LABEL
-        return next(label for label in self.labels if label != MASK_LABEL)
-
-    def model_path(self, models_dir: Path, precision: str) -> Path:
-        return models_dir / self.models[precision].file
-
     def input_for(self, precision: str | None = None) -> InputSpec:
         """The input spec of one model: its entry's own `input` when it has one, else the card default."""
         entry = self.models.get(precision) if precision is not None else None
@@ -168,11 +158,8 @@ def load_card(models_dir: Path) -> ModelCard:
 
 
 def save_card(card: ModelCard, models_dir: Path) -> Path:
-    path = models_dir / CARD_FILENAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(card.model_dump(mode="json"), indent=2) + "\n"
+    return write_text_atomic(models_dir / CARD_FILENAME, text)
 
 
 class ChecksumError(ValueError):

@@ -1,11 +1,41 @@
-"""One .tflite classifier on LiteRT. The only place a model is loaded and run, for every precision."""
+"""One .tflite classifier on LiteRT, and its input: the only place a crop becomes a model input (training and
+serving both call `preprocess`) and the only place a model is loaded and run, for every precision."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+
+from masklite.card import InputSpec
+
+
+def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 crop -> RGB uint8 (H, W, 3) at the model's input size."""
+    height, width = size
+    shrinking = crop.shape[0] > height or crop.shape[1] > width
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def normalize(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """RGB uint8 (..., H, W, 3) already at input size -> float32 x = pixel * scale + offset."""
+    if spec.color == "BGR":
+        pixels = pixels[..., ::-1]
+    return pixels.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+
+
+def preprocess(crops: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """RGB uint8 crops of any size -> float32 batch (N, H, W, 3) ready for the classifier."""
+    resized = (
+        np.stack([resize_crop(c, tuple(spec.size)) for c in crops])
+        if len(crops)
+        else np.zeros((0, *spec.size, 3), np.uint8)
+    )
+    return normalize(resized, spec)
+
 
 # faces per invoke; a crowd photo is split into chunks of this many (bounds the tensor arena)
 MAX_BATCH = 16
@@ -18,7 +48,8 @@ class Classifier:
     quantising and dequantising at the edges when the model has int8 input/output.
     """
 
-    def __init__(self, model: Path | str | bytes, num_threads: int = 1):
+    def __init__(self, model: Path | str | bytes, num_threads: int = 1, spec: InputSpec | None = None):
+        self.spec = spec  # the card's input spec for this model, when the loader knows it
         if isinstance(model, bytes):
             self._interpreter = Interpreter(model_content=model, num_threads=num_threads)
             self.name = "<in-memory>"
@@ -55,12 +86,13 @@ class Classifier:
             self._interpreter.resize_tensor_input(self._input["index"], [len(x), *self._input["shape"][1:]])
             self._interpreter.allocate_tensors()
             self._batch = len(x)
-        self._interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
+        self._interpreter.set_tensor(self._input["index"], quantize(x, self._input))
         self._interpreter.invoke()
-        return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+        return dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """float32 -> the tensor's dtype with its scale and zero point (float32 tensors pass through)."""
     dtype = np.dtype(detail["dtype"])
     if dtype == np.float32:
         return x.astype(np.float32, copy=False)
@@ -69,7 +101,8 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor's values -> float32, undoing its scale and zero point."""
     if np.dtype(detail["dtype"]) == np.float32:
         return y.astype(np.float32, copy=False)
     scale, zero_point = detail["quantization"]

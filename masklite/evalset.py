@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from masklite.card import ModelCard
+from masklite.classifier import normalize, resize_crop
 from masklite.image import ImageError, decode_image
-from masklite.preprocess import normalize, resize_crop
 
 EVALSET_FILENAME = "evalset.zip"
 
@@ -60,7 +60,7 @@ class EvalSet:
         return {name: counts.get(i, 0) for i, name in enumerate(self.label_names)}
 
     def inputs(self, card: ModelCard) -> np.ndarray:
-        """Float32 model inputs, normalised exactly as `masklite.preprocess.preprocess` does."""
+        """Float32 model inputs, normalised exactly as `masklite.classifier.preprocess.preprocess` does."""
         return normalize(self.images, card.input)
 
     def subset(self, max_images: int | None, seed: int = 0) -> EvalSet:

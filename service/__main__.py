@@ -14,8 +14,8 @@ import tempfile
 import uvicorn
 
 from service.log import configure_logging, uvicorn_log_config
-from service.metrics import MULTIPROC_ENV
 from service.settings import Settings
+from service.telemetry import MULTIPROC_ENV
 
 
 def main() -> None:

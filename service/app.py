@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from masklite import __version__
 from service.errors import ErrorResponse, install_error_handlers
+from service.jobkinds import register_job_kinds
 from service.middleware import RequestContextMiddleware
 from service.routers import benchmark, health, jobs, models, predict, robustness, web
 from service.routers import metrics as metrics_router
@@ -32,6 +33,7 @@ Overload and not-ready answer 503 with `Retry-After`."""
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime(settings)
+    register_job_kinds()  # the one place job kinds are registered (not a router's import side effect)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(predict.router)
+    app.include_router(predict.make_router(protected=settings.protect_predict))
     app.include_router(metrics_router.router)
     app.include_router(web.router)
     app.include_router(jobs.router)

@@ -7,7 +7,7 @@ unexpected exceptions (500) are rewritten into the same envelope.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -51,7 +51,9 @@ def error_response(
     out_headers = dict(headers or {})
     if rid:
         out_headers["X-Request-ID"] = rid
-    body = {"error": {"code": code, "message": message, "request_id": rid}}
+    # a message may quote client text: a lone surrogate there would make the JSON unsendable (a 500)
+    sendable = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    body = {"error": {"code": code, "message": sendable, "request_id": rid}}
     return JSONResponse(body, status_code=status, headers=out_headers)
 
 
@@ -112,18 +114,23 @@ def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
     return sorted(methods)
 
 
-def _format_validation(exc: RequestValidationError) -> str:
+def validation_message(errors: Sequence[Mapping[str, Any]], root: str, skip: Iterable[str] = ()) -> str:
+    """The first five problems as "field.path: message"; `skip`: location parts that name no field (FastAPI's
+    "body", "query"), `root`: the name of a problem with the whole input. Shared by FastAPI's own 422s and
+    the job routes' parameter checks (service/bodies.py)."""
+    skipped = set(skip)
     parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
-    more = len(exc.errors()) - 5
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in skipped)
+        parts.append(f"{loc or root}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    more = len(errors) - 5
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(request, 422, "validation_error", _format_validation(exc))
+    message = validation_message(exc.errors(), "request", skip=("body", "query"))
+    return error_response(request, 422, "validation_error", message)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
+from service import telemetry
 from service.errors import ApiError
 from service.log import request_id_var
 
@@ -107,8 +107,8 @@ class RequestContextMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - t0
-            metrics.HTTP_REQUESTS.labels(path, scope["method"], str(status)).inc()
-            metrics.HTTP_LATENCY.labels(path).observe(elapsed)
+            telemetry.HTTP_REQUESTS.labels(path, scope["method"], str(status)).inc()
+            telemetry.HTTP_LATENCY.labels(path).observe(elapsed)
             if self.access_log:
                 level = logging.DEBUG if path in _QUIET_ROUTES and status < 400 else logging.INFO
                 if log.isEnabledFor(level):
@@ -129,7 +129,7 @@ def _repeated_query_param(query: bytes) -> str | None:
 
 
 def _too_large(limit: int) -> ApiError:
-    metrics.REJECTIONS.labels("body_too_large").inc()
+    telemetry.REJECTIONS.labels("body_too_large").inc()
     return ApiError(413, "payload_too_large", f"request body is larger than the limit of {limit:,} bytes")
 
 

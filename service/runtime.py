@@ -27,14 +27,14 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+from fastapi import Request
 
 from masklite.card import ChecksumError, ModelCard, load_card, verify_detector_file, verify_model_file
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, make_detector, resolve_detector_file
-from masklite.infer import infer_bytes
 from masklite.paths import resolve_detector_path
-from masklite.pipeline import Prediction, predict_faces
-from service import metrics
+from masklite.pipeline import Prediction, infer_bytes, predict_faces
+from service import telemetry
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -172,7 +172,7 @@ class Runtime:
             # the good models still serve (without a detector: only detect_faces=false); readiness stays
             # false so an orchestrator notices
             self.phase = "degraded"
-            metrics.READY.set(0)
+            telemetry.READY.set(0)
             log.error(
                 "NOT READY (serving %s only): %s",
                 ",".join(self.loaded_precisions()),
@@ -181,7 +181,7 @@ class Runtime:
             return
         self.phase = "ready"
         self.ready_at = time.time()
-        metrics.READY.set(1)
+        telemetry.READY.set(1)
         log.info(
             "ready in %.1f s: models %s, detector %s, %d inference threads",
             time.perf_counter() - t0,
@@ -192,7 +192,7 @@ class Runtime:
 
     def _fail(self) -> None:
         self.phase = "failed"
-        metrics.READY.set(0)
+        telemetry.READY.set(0)
 
     def _load_model(self, models_dir: Path, precision: str) -> ModelState:
         state = ModelState(precision)
@@ -252,7 +252,11 @@ class Runtime:
             state = _ThreadState()
             for precision, m in self.models.items():
                 if m.loaded:
-                    state.classifiers[precision] = Classifier(m.path, num_threads=1)  # type: ignore[arg-type]
+                    state.classifiers[precision] = Classifier(
+                        m.path,  # type: ignore[arg-type]
+                        num_threads=1,
+                        spec=self.card.input_for(precision),  # type: ignore[union-attr]
+                    )
             if self.detector.available:
                 state.detector = self._make_detector(self.detector.path)  # type: ignore[arg-type]
             self._local.state = state
@@ -279,7 +283,7 @@ class Runtime:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        metrics.READY.set(0)
+        telemetry.READY.set(0)
 
     # ---------------------------------------------------------------- serving
 
@@ -311,7 +315,7 @@ class Runtime:
             )
 
     def not_ready_error(self) -> ApiError:
-        metrics.REJECTIONS.labels("not_ready").inc()
+        telemetry.REJECTIONS.labels("not_ready").inc()
         why = "; ".join(self.reasons()) or self.phase
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         return ApiError(503, "not_ready", f"service not ready: {why}", retry)
@@ -319,7 +323,7 @@ class Runtime:
     def admit(self) -> None:
         """Take an in-flight slot or refuse at once (no queue growth under overload)."""
         if self._inflight >= self.settings.max_inflight:
-            metrics.REJECTIONS.labels("overloaded").inc()
+            telemetry.REJECTIONS.labels("overloaded").inc()
             raise ApiError(
                 503,
                 "overloaded",
@@ -327,11 +331,11 @@ class Runtime:
                 {"Retry-After": str(self.settings.retry_after_s)},
             )
         self._inflight += 1
-        metrics.INFLIGHT.inc()
+        telemetry.INFLIGHT.inc()
 
     def release(self) -> None:
         self._inflight -= 1
-        metrics.INFLIGHT.dec()
+        telemetry.INFLIGHT.dec()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on an inference thread, keeping the caller's contextvars (request id in logs)."""
@@ -364,3 +368,8 @@ class Runtime:
             precision=precision,
         )
         return InferenceResult(res.width, res.height, res.prediction, res.decode_ms, (t0 - submitted) * 1e3)
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The app's inference runtime (model card, thread pool, admission control)."""
+    return request.app.state.runtime

@@ -144,3 +144,12 @@ class ReadyResponse(BaseModel):
     threads: int
     inflight: int
     max_inflight: int
+
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: JobState
+    status_url: str

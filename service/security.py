@@ -1,4 +1,5 @@
-"""Optional API key (MASKLITE_API_KEY). Job and benchmark routers add `Depends(require_api_key)`.
+"""Optional API key (MASKLITE_API_KEY). Job and benchmark routers add `Depends(require_api_key)`; the predict
+routes get it only with MASKLITE_PROTECT_PREDICT=true (routers/predict.make_router).
 
 Sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. No key configured: everything is open.
 Missing key → 401, wrong key → 403, both in the error envelope.
@@ -28,12 +29,6 @@ SECURITY_SCHEMES = {
 async def require_api_key(request: Request) -> None:
     """Dependency: the configured API key must be sent (no-op when MASKLITE_API_KEY is unset)."""
     check_api_key(request)
-
-
-async def predict_guard(request: Request) -> None:
-    """Predict routes: keyed only when MASKLITE_PROTECT_PREDICT=true."""
-    if request.app.state.settings.protect_predict:
-        check_api_key(request)
 
 
 def supplied_keys(request: Request) -> list[str]:
@@ -92,12 +87,11 @@ def document_security(app: FastAPI, schema: dict[str, Any]) -> None:
     settings = app.state.settings
     if settings.api_key is None:
         return
-    keyed = {require_api_key} | ({predict_guard} if settings.protect_predict else set())
     requirement = [{name: []} for name in SECURITY_SCHEMES]
     envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     used = False
     for route in _api_routes(app.routes):
-        if _calls(route.dependant) & keyed:
+        if require_api_key in _calls(route.dependant):
             ops = schema.get("paths", {}).get(route.path_format, {})
             for method in route.methods:
                 if method.lower() in ops:

@@ -5,7 +5,7 @@
 
 For each replica count: `docker compose --profile scale up -d --scale api=0 --scale worker=0` (no job
 workers: the replicas get the CPU), wait until that many replicas answer /health/ready through the
-balancer, warm up, then service.bench.loadgen posts the bundled sample photo (768x384, 2 faces) to
+balancer, warm up, then bench.loadgen posts the bundled sample photo (768x384, 2 faces) to
 /v1/predict for --seconds at --clients concurrent clients, on loopback. Prints req/s, latency, how the
 answers split over the replicas, and the 1-minute load average before and after (each run first waits up
 to 2 minutes for it to settle below 1.0; a run that starts above is marked noisy). The load generator
@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.bench.loadgen import LoadConfig, run_load_sync  # noqa: E402
+from bench.loadgen import LoadConfig, run_load_sync  # noqa: E402
 
 SAMPLE = ROOT / "models" / "samples" / "astronaut_pair.jpg"
 PROJECT = "masklite-throughput"

@@ -1,4 +1,6 @@
-"""python -m training prepare|features|train|export|evaluate|build|study — see training/README.md."""
+"""python -m training prepare|features|train|finetune|export|evaluate|build|latency|study|micro — see
+training/README.md. The options become configs and paths here; the work is done by training/stages.py (the
+build's commands), training/study.py and training/micro/cli.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from masklite.paths import (
     DEFAULT_MODELS_DIR,
@@ -18,13 +21,35 @@ from masklite.paths import (
     env_path,
     resolve_detector_path,
 )
+from training import stages
 from training.config import DEFAULT_REPORTS_DIR, DEFAULT_WORK_DIR, FeatureConfig, HeadConfig, PrepareConfig
 from training.dataset import DatasetError
+from training.features import backbone_weights
 from training.finetune import FinetuneConfig
+from training.micro.cli import add_arguments as add_micro_arguments
+from training.micro.cli import run_micro
+from training.model_card_md import print_summary
+from training.study import run_study
+
+T = TypeVar("T")
+BUILD = ("prepare", "features", "train", "finetune", "export", "evaluate")  # `build`: these, in this order
+
+
+def _path(explicit: str | None, env: str) -> Path | None:
+    """A path given as a flag, else from the environment variable `env`, else None."""
+    return Path(explicit) if explicit else env_path(env)
+
+
+def _optional_path(explicit: str | None, env: str, missing: str, so: str) -> Path | None:
+    """`_path`, with a note on stderr when there is none: what is `missing`, and `so` what is left out."""
+    path = _path(explicit, env)
+    if path is None:
+        print(f"note: {missing} ({env} unset): {so}", file=sys.stderr)
+    return path
 
 
 def _data_dir(args) -> Path:
-    path = Path(args.data_dir) if args.data_dir else env_path(ENV_DATA_DIR)
+    path = _path(args.data_dir, ENV_DATA_DIR)
     if path is None:
         raise SystemExit(f"error: no dataset: pass --data-dir or set {ENV_DATA_DIR}")
     return path
@@ -33,63 +58,52 @@ def _data_dir(args) -> Path:
 def _scenes_dir(args) -> Path | None:
     if args.no_scenes:
         return None
-    path = Path(args.scenes_dir) if args.scenes_dir else env_path(ENV_SCENES_DIR)
-    if path is None:
-        print(
-            f"note: no scene photos ({ENV_SCENES_DIR} unset): the cross-source check is skipped",
-            file=sys.stderr,
-        )
-    return path
+    return _optional_path(
+        args.scenes_dir, ENV_SCENES_DIR, "no scene photos", "the cross-source check is skipped"
+    )
 
 
 def _datasets_dir(args) -> Path | None:
-    from training.sources import datasets_root
-
-    path = datasets_root(args.datasets_dir)
-    if path is None:
-        print(
-            f"note: no cross-source sets ({ENV_DATASETS_DIR} unset): training uses the data folder only",
-            file=sys.stderr,
-        )
-    return path
+    return _optional_path(
+        args.datasets_dir, ENV_DATASETS_DIR, "no cross-source sets", "training uses the data folder only"
+    )
 
 
 def _peer_model(args) -> Path | None:
-    path = Path(args.peer_model) if args.peer_model else env_path(ENV_PEER_MODEL)
-    if path is None:
-        print(f"note: no peer model ({ENV_PEER_MODEL} unset): the card has no peer rows", file=sys.stderr)
-    return path
+    return _optional_path(args.peer_model, ENV_PEER_MODEL, "no peer model", "the card has no peer rows")
 
 
 def _weights(args) -> str:
-    from training.features import backbone_weights
-
     return backbone_weights(args.weights)
 
 
-def _head_cfg(args) -> HeadConfig:
-    return HeadConfig(
-        depth=args.depth,
-        width=args.width,
-        dropout=args.dropout,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-    )
+# Which option fills which config field (argparse dest -> field); the other fields keep their defaults.
+CONFIG_OPTIONS: dict[type, dict[str, str]] = {
+    PrepareConfig: {"margin": "crop_margin", "split_seed": "split_seed"},
+    FeatureConfig: {
+        "input_size": "input_size",
+        "views": "train_views",
+        "seed": "seed",
+        "feature_engine": "engine",
+    },
+    HeadConfig: {
+        "depth": "depth",
+        "width": "width",
+        "dropout": "dropout",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "lr": "learning_rate",
+        "seed": "seed",
+    },
+    FinetuneConfig: {"finetune_epochs": "epochs", "seed": "seed"},
+}
 
 
-def _prepare_cfg(args) -> PrepareConfig:
-    return PrepareConfig(crop_margin=args.margin, split_seed=args.split_seed)
+def _config(cls: type[T], args) -> T:
+    return cls(**{field: getattr(args, dest) for dest, field in CONFIG_OPTIONS[cls].items()})
 
 
-def _feature_cfg(args) -> FeatureConfig:
-    return FeatureConfig(
-        input_size=args.input_size, train_views=args.views, seed=args.seed, engine=args.feature_engine
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"ImageFolder dataset (default ${ENV_DATA_DIR})")
@@ -159,20 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     study = sub.add_parser("study", parents=[common], help="reduction studies on cached features -> reports/")
     study.add_argument("kind", choices=["layers", "epochs"])
     study.add_argument("--seeds", type=int, default=3)
-    from training.micro import add_arguments as add_micro_arguments  # issue #9
-
     add_micro_arguments(
         sub.add_parser("micro", parents=[common], help="microcontroller int8 model (TFLM) -> models/")
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work, models_dir = Path(args.work_dir), Path(args.models_dir)
     progress = not args.quiet
     try:
         if args.command == "micro":
-            from training.micro import run_micro
-
             return run_micro(
                 args,
                 work,
@@ -185,26 +199,22 @@ def main(argv: list[str] | None = None) -> int:
                 progress,
             )
         if args.command == "study":
-            from training.study import run_study
-
-            run_study(args.kind, work, Path(args.reports_dir), _head_cfg(args), args.seeds, _weights(args))
+            run_study(
+                args.kind, work, Path(args.reports_dir), _config(HeadConfig, args), args.seeds, _weights(args)
+            )
             return 0
-        stages = (
-            ["prepare", "features", "train", "finetune", "export", "evaluate"]
-            if args.command == "build"
-            else [args.command]
-        )
         timings: dict[str, float] = {}
         cpu: dict[str, float] = {}
         load_before = os.getloadavg()[0]
-        for stage in stages:
+        for stage in BUILD if args.command == "build" else [args.command]:
             t0, c0 = time.perf_counter(), time.process_time()
             print(f"== {stage}", flush=True)
             _run_stage(stage, args, work, models_dir, progress)
             timings[stage], cpu[stage] = time.perf_counter() - t0, time.process_time() - c0
             print(f"== {stage} done in {timings[stage]:.1f} s (CPU {cpu[stage]:.1f} s)", flush=True)
         if args.command == "build":
-            _finish_build(models_dir, timings, cpu, load_before)
+            stages.record_build_times(models_dir, timings, cpu, load_before)
+            _print_build_times(timings, cpu, load_before)
         return 0
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -212,14 +222,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -> None:
-    from training import stages
-
+    """One command of the build (training/stages.py), and what it prints."""
     if stage == "prepare":
         report = stages.stage_prepare(
             _data_dir(args),
             resolve_detector_path(args.detector),
             work,
-            _prepare_cfg(args),
+            _config(PrepareConfig, args),
             progress,
             _datasets_dir(args),
         )
@@ -227,69 +236,39 @@ def _run_stage(stage: str, args, work: Path, models_dir: Path, progress: bool) -
             json.dumps({k: report[k] for k in ("fingerprint", "crop_counts", "groups", "splits")}, indent=1)
         )
     elif stage == "features":
-        meta = stages.stage_features(_data_dir(args), work, _feature_cfg(args), _weights(args), progress)
+        cfg = _config(FeatureConfig, args)
+        meta = stages.stage_features(_data_dir(args), work, cfg, _weights(args), progress)
         print(json.dumps(meta["counts"]))
     elif stage == "train":
-        info = stages.stage_train(work, _head_cfg(args), verbose=2 if progress else 0)
+        info = stages.stage_train(work, _config(HeadConfig, args), verbose=2 if progress else 0)
         print(json.dumps(info["final"]))
     elif stage == "finetune":
-        from training.finetune import FinetuneConfig, finetune
-
-        cfg = FinetuneConfig(epochs=args.finetune_epochs, seed=args.seed)
-        if cfg.epochs > 0:
-            print(json.dumps(finetune(work, _weights(args), cfg, progress)["final"]))
+        info = stages.stage_finetune(work, _weights(args), _config(FinetuneConfig, args), progress)
+        if info is not None:
+            print(json.dumps(info["final"]))
     elif stage == "export":
         card = stages.stage_export(work, models_dir, _weights(args), seed=args.seed)
         for p, e in card.models.items():
             print(f"{p:8s} {e.file}  {e.bytes / 1e6:.2f} MB  sha256 {e.sha256[:12]}")
     elif stage == "latency":
-        from training.evaluate import stage_latency
-        from training.model_card_md import print_summary, write_model_card_md
-
-        card = stage_latency(models_dir)
-        write_model_card_md(card, models_dir)
-        print_summary(card)
+        print_summary(stages.stage_latency(models_dir))
     elif stage == "evaluate":
-        from training.evaluate import stage_evaluate
-        from training.model_card_md import print_summary, write_model_card_md
-
         scenes_dir = _scenes_dir(args)
-        detector = resolve_detector_path(args.detector) if scenes_dir else None
-        card = stage_evaluate(
+        card = stages.stage_evaluate(
             work,
             models_dir,
             _weights(args),
             scenes_dir,
-            detector,
-            _head_cfg(args),
+            resolve_detector_path(args.detector) if scenes_dir else None,
+            _config(HeadConfig, args),
             progress,
             ablation=not args.no_ablation,
             peer_path=_peer_model(args),
         )
-        write_model_card_md(card, models_dir)
         print_summary(card)
 
 
-def _finish_build(
-    models_dir: Path, timings: dict[str, float], cpu: dict[str, float], load_before: float
-) -> None:
-    """Wall time per stage, plus this process's CPU time (all threads): on a CPU shared with other jobs the
-    wall time mostly measures the neighbours, the CPU time measures the build."""
-    from masklite.card import load_card, save_card
-    from training.model_card_md import write_model_card_md
-
-    card = load_card(models_dir)
-    card.training["build_seconds"] = {k: round(v, 1) for k, v in timings.items()} | {
-        "total": round(sum(timings.values()), 1),
-        "cpus": os.cpu_count(),
-        "loadavg_1min_start": round(load_before, 2),
-        "loadavg_1min_end": round(os.getloadavg()[0], 2),
-    }
-    card.training["build_cpu_seconds"] = {k: round(v, 1) for k, v in cpu.items()} | {
-        "total": round(sum(cpu.values()), 1)
-    }
-    save_card(card, models_dir)
-    write_model_card_md(card, models_dir)
+def _print_build_times(timings: dict[str, float], cpu: dict[str, float], load_before: float) -> None:
     print("\nbuild time per stage (wall / CPU of this process):")
     for k, v in timings.items():
         print(f"  {k:9s} {v:7.1f} s  {cpu[k]:7.1f} s")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from training.config import HeadConfig
 from training.crosssource import choose_threshold, decide, recall_block
 from training.features import VIEW_KINDS, load_split
+from training.head import train_head
 
 # name -> (training sources: "all" or just the original folder, view kinds used)
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -52,8 +53,6 @@ def score_parts(
 def run_ablation(
     work: Path, label_names: list[str], head_cfg: HeadConfig, seeds: int = 3, progress: bool = True
 ) -> dict:
-    from training.head import train_head
-
     features = work / "features"
     train = load_split(features, "train")
     parts = {p: load_split(features, p) for p in EVAL_PARTS if (features / f"{p}.npz").is_file()}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
+from masklite.card import DETECTOR_NMS_THRESHOLD, DETECTOR_SCORE_THRESHOLD
 from masklite.paths import REPO_ROOT
 
 DEFAULT_WORK_DIR = REPO_ROOT / "work"
@@ -16,8 +16,8 @@ class PrepareConfig:
     crop_margin: float = 0.2
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     split_seed: int = 0
-    detector_score_threshold: float = 0.6
-    detector_nms_threshold: float = 0.3
+    detector_score_threshold: float = DETECTOR_SCORE_THRESHOLD
+    detector_nms_threshold: float = DETECTOR_NMS_THRESHOLD
 
 
 @dataclass
@@ -67,29 +67,6 @@ class HeadConfig:
     dropout: float = 0.3
     epochs: int = 15
     batch_size: int = 64
-    # backbone runtime for the cached features: "keras" (TensorFlow; the shipped build) or "litert" (the
-    # float32 TFLite backbone on XNNPACK: same features to ~3e-5, ~3x faster on 2 cores; the head then
-    # trains to a slightly different optimum, see MODEL_CARD.md "variance")
-    engine: str = "keras"
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
     seed: int = 0
-
-
-@dataclass
-class TrainConfig:
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def work_paths(work_dir: Path) -> dict[str, Path]:
-    return {
-        "prepare": work_dir / "prepare",
-        "features": work_dir / "features",
-        "train": work_dir / "train",
-        "export": work_dir / "export",
-    }

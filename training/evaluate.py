@@ -1,6 +1,6 @@
 """`evaluate`: Keras, float32 TFLite and int8 TFLite on the test split and on the scene photos.
 
-The two TFLite models run through masklite.classifier.Classifier on inputs from masklite.preprocess,
+The two TFLite models run through masklite.classifier.Classifier on inputs from its `preprocess`,
 the exact code the service uses. Writes metrics into model_card.json, plots into models/plots/,
 the held-out evaluation set models/evalset.zip, and models/MODEL_CARD.md.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
@@ -18,27 +17,28 @@ import numpy as np
 from tqdm import tqdm
 
 from masklite.card import ModelCard, load_card, save_card
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.evalset import load_evalset_file
 from masklite.faces import FaceDetector
+from masklite.files import write_bytes_atomic
 from masklite.paths import sha256_file
-from masklite.preprocess import normalize, preprocess
+from training import evaluate_cross as ec
 from training import plots
+from training.ablation import run_ablation
+from training.artifacts import composed_model, crops_path, load_crops
 from training.config import HeadConfig
+from training.export import PRECISIONS
 from training.features import load_split
-from training.metrics import classification_metrics, summary
+from training.latency import measure_card_models, speedups
+from training.model_card_md import write_model_card_md
+from training.prepare import load_manifest
 from training.scenes import load_scenes, scene_metrics
+from training.scores import classification_metrics, summary
 
 EVALSET_FILE = "evalset.zip"
 EVALSET_PER_CLASS = 200
 PLOTS_DIR = "plots"
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed timestamps: the same crops give a byte-identical zip
-PRECISIONS = ("float32", "int8")
-
-
-def load_crops(work: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(work / "features" / f"crops_{split}.npz") as z:
-        return z["crops"], z["y"], z["row"]
 
 
 def classify_fn(model, spec):
@@ -46,76 +46,6 @@ def classify_fn(model, spec):
     if isinstance(model, Classifier):
         return lambda crops: model.predict(preprocess(crops, spec))
     return lambda crops: np.asarray(model.predict(preprocess(crops, spec), batch_size=64, verbose=0))
-
-
-def measure_latency(paths: dict[str, Path], size: tuple[int, int], runs: int = 400, rounds: int = 20) -> dict:
-    """ms per image, 1 thread, batch 1. Precisions are interleaved in short rounds so load from other
-    processes on a shared CPU hits both alike; the 10th percentile is reported beside the median because
-    it is far less sensitive to that load."""
-    import os
-
-    x = np.random.default_rng(0).uniform(-1, 1, (1, *size, 3)).astype(np.float32)
-    clfs = {p: Classifier(path, num_threads=1) for p, path in paths.items()}
-    times: dict[str, list[float]] = {p: [] for p in clfs}
-    for clf in clfs.values():
-        for _ in range(20):
-            clf.predict(x)
-    load_before = os.getloadavg()[0]
-    for _ in range(rounds):
-        for p, clf in clfs.items():
-            for _ in range(runs // rounds):
-                t0 = time.perf_counter()
-                clf.predict(x)
-                times[p].append((time.perf_counter() - t0) * 1e3)
-    load = {
-        "cpu": _cpu_summary(),
-        "loadavg_1min_before": round(load_before, 2),
-        "loadavg_1min_after": round(os.getloadavg()[0], 2),
-        "cpus": os.cpu_count(),
-    }
-    return {
-        p: {
-            "median_ms": float(np.median(t)),
-            "p10_ms": float(np.percentile(t, 10)),
-            "p90_ms": float(np.percentile(t, 90)),
-            "min_ms": float(np.min(t)),
-            "runs": len(t),
-            "threads": 1,
-            "batch": 1,
-            **load,
-        }
-        for p, t in times.items()
-    }
-
-
-def _cpu_summary() -> str:
-    """CPU model and the SIMD features that decide int8 speed (XNNPACK's fast int8 kernels need VNNI)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
-    )
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{model} ({', '.join(simd) or 'no AVX2'})"
-
-
-def stage_latency(models_dir: Path) -> ModelCard:
-    """Re-measure only the latency (e.g. on a quiet machine) and update the card in place."""
-    card = load_card(models_dir)
-    latency = measure_latency(
-        {p: models_dir / card.models[p].file for p in PRECISIONS}, tuple(card.input.size)
-    )
-    for p in PRECISIONS:
-        card.models[p].latency_ms = latency[p]  # type: ignore[attr-defined]
-    extra = card.model_extra if card.model_extra is not None else {}
-    ev = extra.setdefault("evaluation", {})
-    ev["int8_speedup_vs_float32"] = latency["float32"]["median_ms"] / latency["int8"]["median_ms"]
-    ev["int8_speedup_vs_float32_p10"] = latency["float32"]["p10_ms"] / latency["int8"]["p10_ms"]
-    save_card(card, models_dir)
-    return card
 
 
 def write_evalset(
@@ -143,9 +73,7 @@ def write_evalset(
                 raise RuntimeError("JPEG encoding failed")
             zf.writestr(zipfile.ZipInfo(f"{label}/{stem}.jpg", date_time=ZIP_DATE), enc.tobytes())
             counts[label] += 1
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    write_bytes_atomic(path, buf.getvalue())
     return {
         "file": path.name,
         "sha256": sha256_file(path),
@@ -163,7 +91,7 @@ def read_evalset(path: Path, card: ModelCard) -> tuple[list[np.ndarray], np.ndar
     return list(ev.images), ev.labels
 
 
-def stage_evaluate(
+def evaluate_models(
     work: Path,
     models_dir: Path,
     weights: str,
@@ -174,9 +102,8 @@ def stage_evaluate(
     ablation: bool = True,
     peer_path: Path | None = None,
 ) -> ModelCard:
-    from training.prepare import load_manifest
-    from training.stages import composed_model
-
+    """The `evaluate` stage: every measurement into the card, then models/MODEL_CARD.md from it (see the
+    module docstring for what else it writes)."""
     card = load_card(models_dir)
     spec = card.input
     labels = card.labels
@@ -235,20 +162,20 @@ def stage_evaluate(
             classification_metrics(run(ev_crops), ev_y, labels, card.mask_index)
         )
 
-    latency = measure_latency(paths, tuple(spec.size))
-    speedup = latency["float32"]["median_ms"] / latency["int8"]["median_ms"]
-    speedup_p10 = latency["float32"]["p10_ms"] / latency["int8"]["p10_ms"]
+    latency = measure_card_models(card, models_dir)
+    speedup = speedups(latency)
     print(
         "latency (LiteRT, 1 thread, batch 1): "
         + ", ".join(
             f"{p} median {v['median_ms']:.2f} ms / p10 {v['p10_ms']:.2f} ms" for p, v in latency.items()
         )
-        + f"; int8 speed-up {speedup:.2f}x (median), {speedup_p10:.2f}x (p10); "
+        + f"; int8 speed-up {speedup['int8_speedup_vs_float32']:.2f}x (median), "
+        f"{speedup['int8_speedup_vs_float32_p10']:.2f}x (p10); "
         f"load average {latency['int8']['loadavg_1min_before']} on {latency['int8']['cpus']} CPUs"
     )
 
     cross = None
-    if (work / "features" / "crops_xval.npz").is_file() and detector_path is not None:
+    if crops_path(work, "xval").is_file() and detector_path is not None:
         cross = cross_source(
             work,
             card,
@@ -300,9 +227,9 @@ def stage_evaluate(
             entry.metrics["scenes"] = results[p]["scenes"]
         if cross is not None:
             entry.metrics["cross_source"] = cross["models"][p]
+        entry.latency_ms = latency[p]  # type: ignore[attr-defined]
     if cross is not None and "micro" in cross["models"]:
         card.models["micro"].metrics["cross_source"] = cross["models"]["micro"]
-        entry.latency_ms = latency[p]  # type: ignore[attr-defined]
     extra = card.model_extra if card.model_extra is not None else {}
     extra["evaluation"] = {
         "keras": {
@@ -311,8 +238,7 @@ def stage_evaluate(
             "evalset": results["keras"]["evalset"],
         },
         "parity_test": parity,
-        "int8_speedup_vs_float32": speedup,
-        "int8_speedup_vs_float32_p10": speedup_p10,
+        **speedup,
         "latency_note": (
             "masklite.classifier.Classifier, LiteRT, 1 thread, batch 1, median of interleaved runs "
             "on a shared 2-core CPU"
@@ -328,6 +254,7 @@ def stage_evaluate(
     card.evalset = evalset  # type: ignore[attr-defined]
     save_card(card, models_dir)
     (models_dir / "evaluation_report.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    write_model_card_md(card, models_dir)
     return card
 
 
@@ -344,10 +271,6 @@ def cross_source(
     ablation: bool,
 ) -> dict:
     """Thresholds chosen on xval (written into `card`), then every cross-source score for the card."""
-    from training import evaluate_cross as ec
-    from training.ablation import run_ablation
-    from training.prepare import load_manifest
-
     _, report = load_manifest(work / "prepare")
     root = Path(report["cross_source"]["root"])
     xval_scenes = ec.scenes_of(work, root, "xval", ("macwinwin", "wider"))
@@ -385,8 +308,8 @@ def cross_source(
             if name == "xtest":
                 for part in ("xtest",):
                     feats = load_split(work / "features", part)
-                    with np.load(work / "features" / f"crops_{part}.npz") as z:
-                        crops[part] = (list(z["crops"]), z["y"], feats["source"][feats["view"] == 0])
+                    part_crops, part_y, _ = load_crops(work, part)
+                    crops[part] = (list(part_crops), part_y, feats["source"][feats["view"] == 0])
             out.setdefault("peer", {})[name] = ec.peer_scores(scenes, peer_path, crops, card.labels, progress)
     out["gallery"] = ec.error_gallery(
         work,
@@ -421,7 +344,3 @@ def _jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def normalise_crops(crops: np.ndarray, card: ModelCard) -> np.ndarray:
-    return normalize(crops, card.input)

@@ -14,8 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from masklite.card import ModelCard
-from masklite.faces import FaceDetector, match_boxes
+from masklite.faces import FaceDetector, crop_face, match_boxes
 from masklite.image import read_image_file
+from masklite.pipeline import decide_label
+from training.artifacts import crops_path, load_crops
 from training.crosssource import (
     by_size,
     choose_min_face,
@@ -25,6 +27,7 @@ from training.crosssource import (
     recall_block,
 )
 from training.features import load_split, load_table
+from training.peer import PeerDetector
 from training.scenes import MATCH_IOU, load_scene_annotations
 from training.sources import SOURCE_FOLDERS
 
@@ -104,8 +107,6 @@ def end_to_end(
     scenes, found, threshold: float, crop_margin: float, classify: Classify, card: ModelCard, precision: str
 ) -> dict:
     """Detector at `threshold`, then the classifier and the card's decision, as the service answers."""
-    from masklite.faces import crop_face
-
     labels = card.labels
     y, pred, recall_hit, recall_n = [], [], {}, {}
     for (_, path, ann), faces in zip(scenes, found, strict=True):
@@ -122,7 +123,7 @@ def end_to_end(
         probs = classify(crops)[:, card.mask_index]
         for (i, j), p in zip(pairs, probs, strict=True):
             y.append(labels.index(ann.labels[i]))
-            answer = card.decide(float(p), kept[j].box, precision)
+            answer = decide_label(card, float(p), kept[j].box, precision)
             pred.append(labels.index(answer) if answer in labels else -1)
     total = sum(recall_n.values())
     return {
@@ -135,8 +136,6 @@ def end_to_end(
 
 def peer_scores(scenes, peer_path: Path, crops_by_part: dict, labels: list[str], progress: bool) -> dict:
     """AIZOO end to end on the scenes, and on the face crops (its best face's label; none found = wrong)."""
-    from training.peer import PeerDetector
-
     peer = PeerDetector(peer_path)
     y, pred, hit, n = [], [], {}, {}
     for _, path, ann in tqdm(scenes, desc="peer scenes", disable=not progress):
@@ -178,12 +177,10 @@ def score_model(
     """Every part, per source and pooled, per class with 95 % CI, coverage, and by face size."""
     out: dict = {}
     for part in PARTS:
-        path = work / "features" / f"crops_{part}.npz"
-        if not path.is_file():
+        if not crops_path(work, part).is_file():
             continue
         feats = load_split(work / "features", part)
-        with np.load(path) as z:
-            crops, y = z["crops"], z["y"]
+        crops, y, _ = load_crops(work, part)
         sizes, sources = feats["size"][feats["view"] == 0], feats["source"][feats["view"] == 0]
         p_mask = classify(list(crops))[:, card.mask_index]
         pred = decide(p_mask, sizes, threshold, min_face)
@@ -202,8 +199,8 @@ def score_model(
 
 def xval_crops(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     feats = load_split(work / "features", "xval")
-    with np.load(work / "features" / "crops_xval.npz") as z:
-        return z["crops"], z["y"], feats["size"][feats["view"] == 0]
+    crops, y, _ = load_crops(work, "xval")
+    return crops, y, feats["size"][feats["view"] == 0]
 
 
 def error_gallery(work: Path, card: ModelCard, classify: Classify, threshold: float, path: Path) -> list[str]:
@@ -211,10 +208,9 @@ def error_gallery(work: Path, card: ModelCard, classify: Classify, threshold: fl
     table = load_table(work / "features")
     crops_all, y_all, captions = [], [], []
     for part in ("xval", "xtest"):
-        with np.load(work / "features" / f"crops_{part}.npz") as z:
-            crops_all.append(z["crops"])
-            y_all.append(z["y"])
-            rows = z["row"]
+        crops, y, rows = load_crops(work, part)
+        crops_all.append(crops)
+        y_all.append(y)
         captions += [f"{part} {table.source[r]} {Path(str(table.path[r])).stem}" for r in rows]
     crops, y = np.concatenate(crops_all), np.concatenate(y_all)
     p_mask = classify(list(crops))[:, card.mask_index]

@@ -2,7 +2,8 @@
 
 Input: float32 (1, H, W, 3) already normalised (x = pixel/127.5 - 1, see the card); output: softmax
 over the labels in card order. The int8 model has int8 input and output (quantisation parameters are
-read by masklite.classifier.Classifier, which the service uses).
+read by masklite.classifier.Classifier, which the service uses). TensorFlow is imported inside the
+functions that run it, so that importing training stays light (the CLI's `--help`, tests without it).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
 FLOAT32_FILE = "masklite_float32.tflite"
 INT8_FILE = "masklite_int8.tflite"
+PRECISIONS = ("float32", "int8")  # the main model's two files, in this order everywhere
+MODEL_FILES = dict(zip(PRECISIONS, (FLOAT32_FILE, INT8_FILE), strict=True))
 
 
 def compose(backbone, head, size: int):
@@ -96,9 +98,3 @@ def representative_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     per = max(1, n // len(classes))
     picks = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
     return np.sort(np.concatenate(picks))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

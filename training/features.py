@@ -1,15 +1,15 @@
 """Face crops (clean and augmented) -> frozen MobileNetV2 pooled features, cached under <work>/features.
 
 The head then trains on these vectors in seconds. Crops use masklite.faces.crop_face and
-masklite.preprocess (the service's exact code), so training sees what serving sees.
+masklite.classifier.preprocess (the service's exact code), so training sees what serving sees.
 Augmented views (train only) mimic faces found in scene photos: jittered detector box, h-flip,
-low resolution (down- then up-sampled), brightness/contrast.
+low resolution (down- then up-sampled), brightness/contrast. TensorFlow is imported inside the functions
+that run it, so that importing training stays light (the CLI's `--help`, tests without TensorFlow).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,19 +18,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from masklite.card import InputSpec
+from masklite.card import INPUT_OFFSET, INPUT_SCALE, InputSpec
+from masklite.classifier import Classifier, preprocess, resize_crop
 from masklite.faces import crop_face
+from masklite.files import staged_dir
 from masklite.image import read_image_file
 from masklite.paths import ENV_BACKBONE_WEIGHTS, env_path
-from masklite.preprocess import preprocess, resize_crop
 from training.config import FeatureConfig
-from training.prepare import atomic_dir, commit_dir
+from training.export import to_tflite_float32
+from training.prepare import load_manifest
+from training.sources import FACES_FILE, SOURCE_FOLDERS, read_faces
+from training.synthetic_mask import draw_mask
 
 FEATURE_DIM = 1280  # MobileNetV2 alpha 1.0 last conv channels
 
 
 def input_spec(size: int) -> InputSpec:
-    return InputSpec(size=(size, size), color="RGB", scale=1.0 / 127.5, offset=-1.0)
+    return InputSpec(size=(size, size), color="RGB", scale=INPUT_SCALE, offset=INPUT_OFFSET)
 
 
 def backbone_weights(explicit: Path | str | None = None) -> str:
@@ -110,9 +114,6 @@ class FeatureExtractor:
         self.batch_size = cfg.batch_size
         self.engine = engine
         if engine == "litert":
-            from masklite.classifier import Classifier
-            from training.export import to_tflite_float32
-
             self._clf = Classifier(
                 to_tflite_float32(self.model, cfg.input_size), num_threads=os.cpu_count() or 1
             )
@@ -179,9 +180,6 @@ def face_table(work: Path, data_dir: Path) -> pd.DataFrame:
     """Every face the pipeline uses, one row each: the training folder's images first (row i is the
     manifest's row i), then the cross-source faces (training.sources). Columns: split, source, path,
     label, x y w h (crop box), size (shorter side of the face box), landmarks ("" or 10 numbers)."""
-    from training.prepare import load_manifest
-    from training.sources import FACES_FILE, SOURCE_FOLDERS, read_faces
-
     manifest, report = load_manifest(work / "prepare")
     table = pd.DataFrame(
         {
@@ -225,8 +223,6 @@ def _views(
     rgb: np.ndarray, row, margin: float, rng: np.random.Generator, cfg: FeatureConfig, label: str
 ) -> list[tuple[np.ndarray, str, str]]:
     """(crop, view kind, label) for one training face: clean, plain, degraded and synthetic-mask views."""
-    from training.synthetic_mask import draw_mask
-
     box = row_box(row)
     out = [(crop_face(rgb, box, margin), "clean", label)]
     out += [(augment(rgb, box, margin, rng, cfg), "plain", label) for _ in range(cfg.plain_views)]
@@ -275,8 +271,7 @@ def extract_features(
     extractor = FeatureExtractor(cfg, weights)
     size = (cfg.input_size, cfg.input_size)
     rng = np.random.default_rng(cfg.seed)
-    tmp = atomic_dir(out_dir)
-    try:
+    with staged_dir(out_dir) as tmp:
         table.to_csv(tmp / TABLE, index_label="row")
         counts = {}
         for split in SPLITS_OUT:
@@ -333,10 +328,6 @@ def extract_features(
             "engine": "float32 TFLite backbone on LiteRT" if extractor.engine == "litert" else "Keras",
         }
         (tmp / "meta.json").write_text(pd.Series(meta).to_json(indent=2))
-        commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

@@ -7,13 +7,13 @@ training view, and only the small top runs forward and backward. BatchNorm stays
 (its statistics are ImageNet's), the head starts from the head-only stage's weights.
 
 Writes <work>/finetune/{backbone.weights.h5, head.keras, history.json, finetune.json}; `export` uses them
-when present.
+when present (training.artifacts.composed_model). TensorFlow is imported inside the functions that run it,
+so that importing training stays light (the CLI's `--help`, tests without TensorFlow).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from masklite.classifier import normalize
+from masklite.files import staged_dir
+from training.artifacts import FINETUNE_DIR, crops_path, load_crops, load_features_meta, load_train_views
 from training.features import build_backbone, input_spec, load_split
-from training.prepare import atomic_dir, commit_dir
+from training.head import seed_everything
 
 CUT_LAYER = "block_12_add"  # everything above it is fine-tuned
-FINETUNE_DIR = "finetune"
 
 
 @dataclass
@@ -62,8 +64,6 @@ def lower_activations(lower, crops: np.ndarray, spec, batch: int = 128, progress
     """Frozen lower-block outputs (N, 8, 8, 96) of uint8 crops at input size, as float16."""
     import tensorflow as tf
 
-    from masklite.preprocess import normalize
-
     fn = tf.function(lambda x: lower(x, training=False), reduce_retracing=True)
     out = []
     for i in tqdm(range(0, len(crops), batch), desc="lower blocks", disable=not progress, unit="batch"):
@@ -75,9 +75,7 @@ def finetune(work: Path, weights: str, cfg: FinetuneConfig, progress: bool = Tru
     import keras
     import tensorflow as tf
 
-    from training.head import seed_everything
-
-    meta = json.loads((work / "features" / "meta.json").read_text())
+    meta = load_features_meta(work)
     size = int(meta["config"]["input_size"])
     spec = input_spec(size)
     seed_everything(cfg.seed)
@@ -86,11 +84,10 @@ def finetune(work: Path, weights: str, cfg: FinetuneConfig, progress: bool = Tru
     head = keras.models.load_model(work / "train" / "head.keras")
 
     train = load_split(work / "features", "train")
-    crops = np.load(work / "features" / "views_train.npy", mmap_mode="r")
-    mid = lower_activations(lower, crops, spec, progress=progress)
-    val_name = "xval" if (work / "features" / "crops_xval.npz").is_file() else "val"
-    with np.load(work / "features" / f"crops_{val_name}.npz") as z:
-        val_mid, val_y = lower_activations(lower, z["crops"], spec, progress=False), z["y"]
+    mid = lower_activations(lower, load_train_views(work), spec, progress=progress)
+    val_name = "xval" if crops_path(work, "xval").is_file() else "val"
+    val_crops, val_y, _ = load_crops(work, val_name)
+    val_mid = lower_activations(lower, val_crops, spec, progress=False)
 
     _set_trainable(backbone)
     inputs = keras.Input(mid.shape[1:], name="mid")
@@ -118,8 +115,7 @@ def finetune(work: Path, weights: str, cfg: FinetuneConfig, progress: bool = Tru
         verbose=2 if progress else 0,
     )
     seconds = time.perf_counter() - t0
-    tmp = atomic_dir(work / FINETUNE_DIR)
-    try:
+    with staged_dir(work / FINETUNE_DIR) as tmp:
         backbone.save_weights(tmp / "backbone.weights.h5")
         head.save(tmp / "head.keras")
         hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -134,8 +130,4 @@ def finetune(work: Path, weights: str, cfg: FinetuneConfig, progress: bool = Tru
             "final": {k: v[-1] for k, v in hist.items()},
         }
         (tmp / "finetune.json").write_text(json.dumps(info, indent=2) + "\n")
-        commit_dir(tmp, work / FINETUNE_DIR)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info

@@ -1,4 +1,5 @@
-"""The dense head on pooled backbone features, trained in seconds on the cached vectors."""
+"""The dense head on pooled backbone features, trained in seconds on the cached vectors. TensorFlow is
+imported inside the functions that run it, so that importing training stays light (`--help`, tests)."""
 
 from __future__ import annotations
 

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from masklite.card import ModelCard
+from masklite.paths import REPO_ROOT
+from training.ablation import mean_sd
 
 TARGET_ACC = 0.99
 
@@ -111,7 +114,7 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "## Input",
         "",
         f"* {card.input.size[0]}×{card.input.size[1]} {card.input.color}, x = pixel × scale + offset with scale "
-        f"{card.input.scale:.6f} and offset {card.input.offset} (i.e. pixel/127.5 − 1); `masklite.preprocess` "
+        f"{card.input.scale:.6f} and offset {card.input.offset} (i.e. pixel/127.5 − 1); `masklite.classifier.preprocess` "
         "implements it for training and "
         "serving alike.",
         f"* Crop: YuNet face box grown by **{card.crop_margin}** of its longer side on each side, squared and "
@@ -323,7 +326,7 @@ def _detector_lines(card: ModelCard) -> list[str]:
     d = card.detector
     lines = [
         f"* Face detector: YuNet `{d.file}` (sha256 `{d.sha256}`), score threshold {d.score_threshold}, "
-        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.yunet`) are "
+        f"NMS {d.nms_threshold}, served by **{d.runtime}**. Box decoding and NMS (`masklite.faces`) are "
         "OpenCV's, so the scores and thresholds mean the same on every runtime. Files derived from it:"
     ]
     lines += [
@@ -348,10 +351,6 @@ def _speed_note(speed: float | None, speed10: float | None, lat8: dict, shrink: 
 def _variance(card: ModelCard) -> list[str]:
     """The same recipe built once more with the LiteRT feature engine (reports/training_variance.json):
     how far the numbers move when nothing but ~3e-5 of feature noise changes."""
-    import json
-
-    from masklite.paths import REPO_ROOT
-
     path = REPO_ROOT / "reports" / "training_variance.json"
     if not path.is_file():
         return []
@@ -515,8 +514,6 @@ def cross_source_md(card: ModelCard) -> list[str]:
             )
     ab = cs.get("ablation")
     if ab:
-        from training.ablation import mean_sd
-
         lines += [
             "",
             "### Ablation: what each step buys",

@@ -2,7 +2,7 @@
 
 Crop rule (documented in the card): the detector's best-scoring face is the crop, grown by
 `crop_margin` exactly as the service does; when no face is found the whole image is the crop.
-Outputs (written to a temp folder, then renamed, so a failure leaves nothing half-way):
+Outputs (written to a temp folder, then renamed, so a failure leaves nothing half-way; masklite.files):
     <work>/prepare/manifest.csv   one row per image: rel, label, split, group, box, crop source, score
     <work>/prepare/report.json    fingerprint, per-class crop counts, group stats, split sizes
 """
@@ -10,8 +10,6 @@ Outputs (written to a temp folder, then renamed, so a failure leaves nothing hal
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from masklite.faces import FaceDetector
+from masklite.files import staged_dir
 from masklite.paths import sha256_file
 from training.config import PrepareConfig
 from training.dataset import (
@@ -34,49 +33,30 @@ from training.dataset import (
     read_near_duplicates,
     scan_image_folder,
 )
+from training.sources import FACES_FILE, LICENCES, collect_faces, part_groups, summarise, write_faces
 
+PREPARE_DIR = "prepare"
 MANIFEST = "manifest.csv"
 REPORT = "report.json"
-
-
-def atomic_dir(target: Path) -> Path:
-    """A fresh temp folder beside `target`; call `commit_dir` to swap it in."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-
-
-def commit_dir(tmp: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def prepare(
     data_dir: Path,
     detector_path: Path,
-    out_dir: Path,
+    work: Path,
     cfg: PrepareConfig,
     progress: bool = True,
     datasets_root: Path | None = None,
 ) -> dict:
-    """`datasets_root`: the folder holding the cross-source sets (training.sources); None = none."""
+    """The prepare stage: `data_dir` (+ the cross-source sets under `datasets_root`, training.sources;
+    None = none) -> <work>/prepare."""
     labels, samples = scan_image_folder(data_dir)
     images = load_images(samples, progress=progress)  # raises on any unreadable file, before writing
-    tmp = atomic_dir(out_dir)
-    try:
+    with staged_dir(work / PREPARE_DIR) as tmp:
         report = _prepare(data_dir, detector_path, labels, samples, images, cfg, tmp, progress)
         if datasets_root is not None:
             report["cross_source"] = _cross_source(Path(datasets_root), detector_path, tmp, progress)
             (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 
@@ -171,8 +151,6 @@ def _prepare(
 
 
 def _cross_source(root: Path, detector_path: Path, tmp: Path, progress: bool) -> dict:
-    from training.sources import FACES_FILE, LICENCES, collect_faces, part_groups, summarise, write_faces
-
     if not root.is_dir():
         raise FileNotFoundError(f"datasets folder not found: {root}")
     faces = collect_faces(root, detector_path, progress)

@@ -70,12 +70,6 @@ class FaceRecord:
     landmarks: list[float] = field(default_factory=list)  # 10 numbers, or empty
 
 
-def datasets_root(explicit: Path | str | None = None) -> Path | None:
-    from masklite.paths import ENV_DATASETS_DIR, env_path
-
-    return Path(explicit) if explicit else env_path(ENV_DATASETS_DIR)
-
-
 def assign_parts(
     group_sizes: dict[str, int],
     fractions: tuple[float, ...] = PART_FRACTIONS,

@@ -1,44 +1,48 @@
-"""The pipeline stages behind `python -m training <command>`; each reads the previous stage's work files."""
+"""The stages behind `python -m training <command>`, one function each, in build order: prepare -> features
+-> train -> finetune -> export -> evaluate (+ latency, and the build's time record). Each reads the
+previous stage's work files and writes its own atomically (masklite.files); this is the only module that
+joins the stages, and none of them imports it. TensorFlow is imported inside `library_versions` only.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import time
 from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import cv2
 import numpy as np
+import sklearn
 
 from masklite.card import DetectorSpec, ModelCard, ModelEntry, load_card, save_card
+from masklite.files import atomic_dir, staged_dir
 from masklite.paths import sha256_file
-from training.config import FeatureConfig, HeadConfig, PrepareConfig
-from training.export import (
-    FLOAT32_FILE,
-    INT8_FILE,
-    compose,
-    convert,
-    representative_indices,
-    saved_model,
+from training.artifacts import (
+    FINETUNE_DIR,
+    composed_model,
+    finetune_info,
+    load_features_meta,
+    representative_batch,
 )
-from training.features import build_backbone, extract_features, input_spec, load_split
-from training.finetune import FINETUNE_DIR
+from training.config import FeatureConfig, HeadConfig
+from training.evaluate import evaluate_models
+from training.export import MODEL_FILES, convert, saved_model
+from training.features import extract_features, input_spec, load_split
+from training.finetune import FinetuneConfig, finetune
 from training.head import save_history, train_head
-from training.prepare import atomic_dir, commit_dir, load_manifest, prepare
+from training.latency import remeasure_latency
+from training.micro.entry import carry_over_micro
+from training.model_card_md import write_model_card_md
+from training.prepare import load_manifest, prepare
 
-REPRESENTATIVE_SAMPLES = 200
-
-
-def stage_prepare(
-    data_dir: Path,
-    detector: Path,
-    work: Path,
-    cfg: PrepareConfig,
-    progress: bool = True,
-    datasets_root: Path | None = None,
-) -> dict:
-    return prepare(data_dir, detector, work / "prepare", cfg, progress, datasets_root)
+# Two stages are their module's function as it stands:
+stage_prepare = prepare  # the image folders (+ the cross-source sets) -> <work>/prepare
+stage_evaluate = evaluate_models  # every measurement into the card; plots, evalset.zip, MODEL_CARD.md
 
 
 def stage_features(
@@ -48,13 +52,6 @@ def stage_features(
     return extract_features(
         work, data_dir, work / "features", cfg, report["config"]["crop_margin"], weights, progress
     )
-
-
-def load_features_meta(work: Path) -> dict:
-    path = work / "features" / "meta.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m training features` first")
-    return json.loads(path.read_text())
 
 
 def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
@@ -72,8 +69,7 @@ def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
         verbose=verbose,
     )
     seconds = time.perf_counter() - t0
-    tmp = atomic_dir(work / "train")
-    try:
+    with staged_dir(work / "train") as tmp:
         head.save(tmp / "head.keras")
         save_history(history, tmp / "history.json")
         info = {
@@ -83,51 +79,17 @@ def stage_train(work: Path, cfg: HeadConfig, verbose: int = 2) -> dict:
             "final": {k: v[-1] for k, v in history.items()},
         }
         (tmp / "train.json").write_text(json.dumps(info, indent=2) + "\n")
-        commit_dir(tmp, work / "train")
-        shutil.rmtree(work / FINETUNE_DIR, ignore_errors=True)  # it started from the previous head
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    shutil.rmtree(work / FINETUNE_DIR, ignore_errors=True)  # it started from the previous head
     return info
 
 
-def composed_model(work: Path, weights: str | None):
-    """Backbone (+ ImageNet weights) and the trained head as one Keras model on normalised images."""
-    import keras
-
-    meta = load_features_meta(work)
-    size = int(meta["config"]["input_size"])
-    head_path = work / "train" / "head.keras"
-    if not head_path.is_file():
-        raise FileNotFoundError(f"{head_path} not found: run `python -m training train` first")
-    backbone = build_backbone(size, meta["config"]["alpha"], weights)
-    tuned = work / FINETUNE_DIR
-    if (tuned / "head.keras").is_file():  # the fine-tuned upper blocks and head, when that stage ran
-        backbone.load_weights(tuned / "backbone.weights.h5")
-        head_path = tuned / "head.keras"
-    head = keras.models.load_model(head_path)
-    return compose(backbone, head, size), meta
-
-
-def _finetune_info(work: Path) -> dict | None:
-    path = work / FINETUNE_DIR / "finetune.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def representative_batch(
-    work: Path, meta: dict, n: int = REPRESENTATIVE_SAMPLES, seed: int = 0
-) -> np.ndarray:
-    from masklite.preprocess import normalize
-
-    with np.load(work / "features" / "crops_train.npz") as z:
-        crops, y = z["crops"], z["y"]
-    idx = representative_indices(y, n, seed)
-    return normalize(crops[idx], input_spec(int(meta["config"]["input_size"])))
+def stage_finetune(work: Path, weights: str, cfg: FinetuneConfig, progress: bool = True) -> dict | None:
+    """The upper backbone blocks + head (training.finetune); None when `cfg.epochs` is 0 (the head-only
+    model ships)."""
+    return finetune(work, weights, cfg, progress) if cfg.epochs > 0 else None
 
 
 def _package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:
@@ -135,9 +97,7 @@ def _package_version(name: str) -> str:
 
 
 def library_versions() -> dict:
-    import cv2
-    import keras
-    import sklearn
+    import keras  # lazy: see the module docstring
     import tensorflow as tf
 
     return {
@@ -170,6 +130,7 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
     size = int(meta["config"]["input_size"])
     _, report = load_manifest(work / "prepare")
     train_info = json.loads((work / "train" / "train.json").read_text())
+    tuned = finetune_info(work)
     t0 = time.perf_counter()
     rep = representative_batch(work, meta, seed=seed)
     with saved_model(model, [1, size, size, 3]) as saved:
@@ -178,11 +139,12 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
         t2 = time.perf_counter()
         i8 = convert(saved, rep)
         t3 = time.perf_counter()
+    tflite = {"float32": f32, "int8": i8}
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = atomic_dir(models_dir / ".export")
     try:
-        (tmp / FLOAT32_FILE).write_bytes(f32)
-        (tmp / INT8_FILE).write_bytes(i8)
+        for p, f in MODEL_FILES.items():
+            (tmp / f).write_bytes(tflite[p])
         quant = {
             "float32": {"kind": "none (float32 weights and activations)"},
             "int8": {
@@ -199,7 +161,7 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                 precision=p,
                 quantization=quant[p],
             )
-            for p, f in (("float32", FLOAT32_FILE), ("int8", INT8_FILE))
+            for p, f in MODEL_FILES.items()
         }
         card = ModelCard(
             name="masklite-mobilenetv2",
@@ -231,10 +193,8 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                     "arch": "MobileNetV2",
                     "alpha": meta["config"]["alpha"],
                     "weights": meta["weights"],
-                    "frozen": _finetune_info(work) is None,
-                    "fine_tuned_from": None
-                    if _finetune_info(work) is None
-                    else "block_13 (blocks 13-16, Conv_1)",
+                    "frozen": tuned is None,
+                    "fine_tuned_from": None if tuned is None else "block_13 (blocks 13-16, Conv_1)",
                     "pooling": "global average",
                     "feature_dim": 1280,
                 },
@@ -243,7 +203,7 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
                 "head": train_info["config"],
                 "head_depth_counts_output_layer": True,
                 "final_epoch": train_info["final"],
-                **({"finetune": _finetune_info(work)} if _finetune_info(work) else {}),
+                **({"finetune": tuned} if tuned else {}),
                 "export_seconds": {
                     "saved_model": round(t1 - t0, 1),
                     "float32": round(t2 - t1, 1),
@@ -252,12 +212,38 @@ def stage_export(work: Path, models_dir: Path, weights: str, seed: int = 0) -> M
             },
             versions=library_versions(),
         )
-        for f in (FLOAT32_FILE, INT8_FILE):
+        for f in MODEL_FILES.values():
             (tmp / f).replace(models_dir / f)
-        from training.micro import carry_over_micro  # keep models.micro (python -m training micro) if valid
-
-        carry_over_micro(models_dir, card)
+        carry_over_micro(models_dir, card)  # keep models.micro (python -m training micro) while valid
         save_card(card, models_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return card
+
+
+def stage_latency(models_dir: Path) -> ModelCard:
+    """Re-measure the float32/int8 latency alone (e.g. on a quiet machine), then MODEL_CARD.md."""
+    card = remeasure_latency(models_dir)
+    write_model_card_md(card, models_dir)
+    return card
+
+
+def record_build_times(
+    models_dir: Path, timings: dict[str, float], cpu: dict[str, float], load_before: float
+) -> ModelCard:
+    """`build`'s wall time per stage, plus this process's CPU time (all threads), into the card and
+    MODEL_CARD.md: on a CPU shared with other jobs the wall time mostly measures the neighbours, the CPU
+    time measures the build."""
+    card = load_card(models_dir)
+    card.training["build_seconds"] = {k: round(v, 1) for k, v in timings.items()} | {
+        "total": round(sum(timings.values()), 1),
+        "cpus": os.cpu_count(),
+        "loadavg_1min_start": round(load_before, 2),
+        "loadavg_1min_end": round(os.getloadavg()[0], 2),
+    }
+    card.training["build_cpu_seconds"] = {k: round(v, 1) for k, v in cpu.items()} | {
+        "total": round(sum(cpu.values()), 1)
+    }
+    save_card(card, models_dir)
+    write_model_card_md(card, models_dir)
     return card

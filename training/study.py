@@ -17,11 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from ai_edge_litert.interpreter import Interpreter
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 from tqdm import tqdm
 
-from masklite.classifier import Classifier
-from masklite.preprocess import normalize
+from masklite.classifier import Classifier, dequantize, normalize, quantize
+from masklite.paths import DEFAULT_MODELS_DIR
+from training.artifacts import crops_path, load_crops, load_features_meta, representative_batch
 from training.config import HeadConfig
+from training.export import head_to_tflite_int8, to_tflite_int8
+from training.features import build_backbone, input_spec, load_split
+from training.head import train_head
 
 GRIDS = {
     "layers": {"param": "depth", "values": [1, 2, 4, 8], "fixed": {"epochs": 15}},
@@ -43,11 +49,6 @@ def int8_backbone_features(work: Path, weights: str) -> dict[str, np.ndarray]:
     if cache.is_file():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
-    from training.evaluate import load_crops
-    from training.export import to_tflite_int8
-    from training.features import build_backbone, input_spec
-    from training.stages import load_features_meta, representative_batch
-
     meta = load_features_meta(work)
     size = int(meta["config"]["input_size"])
     spec = input_spec(size)
@@ -56,7 +57,7 @@ def int8_backbone_features(work: Path, weights: str) -> dict[str, np.ndarray]:
     clf = Classifier(to_tflite_int8(backbone, size, rep), num_threads=2)
     out = {}
     for split in ("test", "val", *CROSS_PARTS):
-        if not (work / "features" / f"crops_{split}.npz").is_file():
+        if not crops_path(work, split).is_file():
             continue
         crops, y, _ = load_crops(work, split)
         out[split] = _predict(clf, normalize(crops, spec), f"int8 backbone {split}")
@@ -74,25 +75,18 @@ def _predict(clf: Classifier, x: np.ndarray, desc: str) -> np.ndarray:
 def run_vector_model(model: bytes, x: np.ndarray) -> np.ndarray:
     """Run a (1, D) -> (1, C) TFLite model row by row on LiteRT, with the same int8 (de)quantisation
     at the edges as masklite.classifier.Classifier (which is built for image inputs)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from masklite.classifier import _dequantize, _quantize
-
     interpreter = Interpreter(model_content=model, num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     res = np.empty((len(x), int(out["shape"][-1])), np.float32)
     for i, row in enumerate(x):
-        interpreter.set_tensor(inp["index"], _quantize(row[None].astype(np.float32), inp))
+        interpreter.set_tensor(inp["index"], quantize(row[None].astype(np.float32), inp))
         interpreter.invoke()
-        res[i] = _dequantize(interpreter.get_tensor(out["index"])[0], out)
+        res[i] = dequantize(interpreter.get_tensor(out["index"])[0], out)
     return res
 
 
 def run_config(cfg: HeadConfig, feats: dict, q: dict) -> dict:
-    from training.export import head_to_tflite_int8
-    from training.head import train_head
-
     t0 = time.perf_counter()
     head, history = train_head(feats["x_train"], feats["y_train"], feats["x_val"], feats["y_val"], 2, cfg)
     train_s = time.perf_counter() - t0
@@ -129,8 +123,6 @@ def run_config(cfg: HeadConfig, feats: dict, q: dict) -> dict:
 def run_study(
     kind: str, work: Path, reports_dir: Path, base: HeadConfig, seeds: int, weights: str
 ) -> pd.DataFrame:
-    from training.features import load_split
-
     grid = GRIDS[kind]
     splits = [s for s in ("train", "val", "test", *CROSS_PARTS) if (work / "features" / f"{s}.npz").is_file()]
     loaded = {s: load_split(work / "features", s) for s in splits}
@@ -176,12 +168,8 @@ def summarise(df: pd.DataFrame, param: str) -> pd.DataFrame:
 
 
 def plot(summary: pd.DataFrame, param: str, kind: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
     x = summary[param].to_numpy()
     for key, label, fmt in (
         ("float32_accuracy", "float32, in-distribution test", "o-"),
@@ -203,7 +191,6 @@ def plot(summary: pd.DataFrame, param: str, kind: str, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_markdown(reports_dir: Path, work: Path) -> Path:
@@ -294,10 +281,6 @@ def _conclusions(out: Path) -> list[str]:
 
 def _approximation_check(out: Path) -> list[str]:
     """Head-only int8 of the shipped configuration (depth 4, 15 epochs, seed 0) vs the shipped int8 model."""
-    import json as _json
-
-    from masklite.paths import DEFAULT_MODELS_DIR
-
     runs, card = out / "layers_runs.csv", DEFAULT_MODELS_DIR / "model_card.json"
     if not (runs.is_file() and card.is_file()):
         return []
@@ -305,7 +288,7 @@ def _approximation_check(out: Path) -> list[str]:
     row = df[(df.depth == 4) & (df.epochs == 15) & (df.seed == 0)]
     if row.empty:
         return []
-    models = _json.loads(card.read_text())["models"]
+    models = json.loads(card.read_text())["models"]
     r = row.iloc[0]
     return [
         "## Check of the int8 approximation",

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     queue = JobQueue.from_settings(settings, run_jobs=True)
     if args.check:
         return check(queue)
-    import service.app  # noqa: F401 - registers the job kinds (the routers call register_job_kind)
+    from service.jobkinds import register_job_kinds
+
+    register_job_kinds()
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

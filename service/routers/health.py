@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.routers.deps import get_runtime
+from service.runtime import get_runtime
 from service.schemas import LiveResponse, ReadyDetector, ReadyModel, ReadyResponse
 
 router = APIRouter(tags=["health"])

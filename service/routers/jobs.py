@@ -1,15 +1,13 @@
 """/v1/jobs: list, inspect, download artifacts of, and cancel background jobs (see service/jobqueue/).
 
 This router also owns the JobQueue's lifetime (its lifespan is merged into the app's), so the app
-needs one `include_router` line. Other routers submit with `submit_job(request, kind, params, public)`.
-Every replica answers for every job: records live in the job store (SQLite or Redis), files on the
-shared jobs folder.
+needs one `include_router` line. Job routes submit through `service.jobkinds.submit_job`. Every replica
+answers for every job: records live in the job store (SQLite or Redis), files on the shared jobs folder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,18 +15,19 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError, error_responses
-from service.jobqueue import FINISHED, JobQueue, QueueFull, StorageUnavailable, UnknownKind
+from service.jobkinds import get_jobs, status_url
+from service.jobqueue import FINISHED, JobQueue, StorageUnavailable
+from service.schemas import JobState
 from service.security import require_api_key
 
 log = logging.getLogger("masklite.jobs")
 
 MEDIA_TYPES = {"png": "image/png", "csv": "text/csv", "json": "application/json", "txt": "text/plain",
                "md": "text/markdown"}  # fmt: skip
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
 @asynccontextmanager
@@ -76,24 +75,7 @@ class JobList(BaseModel):
     backend: Literal["sqlite", "redis"]
 
 
-class JobAccepted(BaseModel):
-    job_id: str
-    state: JobState
-    status_url: str
-
-
 T = TypeVar("T")
-
-
-def get_jobs(request: Request) -> JobQueue:
-    manager = getattr(request.app.state, "jobs", None)
-    if manager is None:
-        raise ApiError(503, "jobs_unavailable", "the job runner is not started", {"Retry-After": "1"})
-    return manager
-
-
-def status_url(job_id: str) -> str:
-    return f"/v1/jobs/{job_id}"
 
 
 async def _call(fn: Callable[..., T], *args: Any) -> T:
@@ -102,25 +84,6 @@ async def _call(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
     except StorageUnavailable as exc:
         raise ApiError(503, "jobs_storage_unavailable", str(exc), {"Retry-After": "5"}) from exc
-
-
-def submit_job(
-    request: Request, kind: str, params: dict[str, Any], public_params: dict[str, Any] | None = None
-) -> JSONResponse:
-    """Queue a job and answer 202 {job_id, state, status_url}; 429 when the queue is full, 503 when job
-    results cannot be stored."""
-    manager = get_jobs(request)
-    try:
-        job = manager.submit(kind, params, public_params)
-    except QueueFull as exc:
-        raise ApiError(429, "job_queue_full", str(exc), {"Retry-After": str(manager.retry_after_s)}) from exc
-    except StorageUnavailable as exc:
-        raise ApiError(503, "jobs_storage_unavailable", str(exc), {"Retry-After": "60"}) from exc
-    except UnknownKind as exc:
-        raise ApiError(500, "internal_error", str(exc)) from exc
-    url = status_url(job.id)
-    body = JobAccepted(job_id=job.id, state=job.state, status_url=url)  # type: ignore[arg-type]
-    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": url})
 
 
 async def _job_or_404(manager: JobQueue, job_id: str) -> Any:
@@ -220,16 +183,3 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
         raise ApiError(409, "job_finished", f"job {job.id} already finished ({job.state}); nothing to cancel")
     await _call(manager.cancel, job.id)
     return await get_job(request, job.id)
-
-
-def parse_json_params(data: bytes) -> dict[str, Any]:
-    """A job's parameters: an empty body is {}, anything but a JSON object is 422 (shared by job routers)."""
-    if not data.strip():
-        return {}
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(422, "invalid_parameters", f"parameters are not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ApiError(422, "invalid_parameters", "parameters must be a JSON object")
-    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from service import metrics
+from service import telemetry
 
 router = APIRouter(tags=["metrics"])
 
@@ -19,5 +19,5 @@ router = APIRouter(tags=["metrics"])
     summary="Prometheus metrics",
 )
 async def prometheus_metrics() -> Response:
-    body, content_type = metrics.render()
+    body, content_type = telemetry.render()
     return Response(body, media_type=content_type)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.errors import error_responses
-from service.routers.deps import get_runtime
+from service.runtime import get_runtime
 from service.schemas import DetectorInfo, InputInfo, ModelInfo, ModelsResponse
 
 router = APIRouter(tags=["models"])

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from masklite.image import ImageTooLarge, UndecodableImage, UnsupportedImageType
-from service import metrics
-from service.errors import ApiError, error_responses, request_id_of
-from service.multipart import MultipartImageReader
-from service.routers.deps import get_runtime
-from service.runtime import InferenceResult, Runtime
+from service import telemetry
+from service.bodies import IMAGE_TYPES, decode_base64_image, image_media, read_image
+from service.errors import ApiError, error_responses
+from service.runtime import InferenceResult, Runtime, get_runtime
 from service.schemas import (
     MAX_DETECT_SIZE,
     MAX_MIN_FACE,
@@ -29,11 +24,8 @@ from service.schemas import (
     SnapshotRequest,
     Timings,
 )
-from service.security import predict_guard
+from service.security import require_api_key
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(predict_guard)])
-
-_RAW_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
 _binary = {"schema": {"type": "string", "format": "binary"}}
 _UPLOAD_BODY = {
     "requestBody": {
@@ -52,7 +44,7 @@ _UPLOAD_BODY = {
                     },
                 }
             },
-            **{t: _binary for t in _RAW_TYPES},
+            **{t: _binary for t in IMAGE_TYPES},
         },
     }
 }
@@ -73,13 +65,6 @@ DetectSizeParam = Annotated[
 ]
 
 
-@router.post(
-    "/v1/predict",
-    response_model=PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=_UPLOAD_BODY,
-    summary="Faces and mask labels for an uploaded image",
-)
 async def predict(
     request: Request,
     model: ModelParam = "int8",
@@ -92,46 +77,16 @@ async def predict(
     rt = get_runtime(request)
     precision = rt.check_model(model)
     rt.check_detector(detect_faces)
-    ctype = request.headers.get("content-type", "")
-    media = ctype.split(";", 1)[0].strip().lower()
-    if media != "multipart/form-data" and media not in _RAW_TYPES:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"content type {media or 'none'!r}: send multipart/form-data with a 'file' field, "
-            "or raw image bytes as image/jpeg, image/png, image/webp or image/bmp",
-        )
+    media = image_media(request.headers.get("content-type", ""))
     rt.admit()  # before reading the body: a full server refuses without buffering anything
     try:
-        data = await _read_body(request, media, ctype, rt.settings.body_timeout_s)
+        data = await read_image(request, media, rt.settings.body_timeout_s)
         result = await _infer(rt, data, precision, detect_faces, min_face_size, detect_size)
     finally:
         rt.release()
     return _response(request, rt, precision, result, t0)
 
 
-async def _read_body(request: Request, media: str, ctype: str, timeout_s: float) -> bytes:
-    """The upload, in memory; 408 when it has not fully arrived within `timeout_s` (frees the slot)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            if media == "multipart/form-data":
-                return await MultipartImageReader(ctype).read(request.stream())
-            return await request.body()
-    except TimeoutError as exc:
-        raise ApiError(
-            408,
-            "request_timeout",
-            f"request body not received within {timeout_s:g} s (MASKLITE_BODY_TIMEOUT_S)",
-            {"Connection": "close"},
-        ) from exc
-
-
-@router.post(
-    "/v1/predict/snapshot",
-    response_model=PredictResponse,
-    responses=_ERRORS,
-    summary="Faces and mask labels for a base64 camera frame",
-)
 async def predict_snapshot(request: Request, body: SnapshotRequest) -> PredictResponse:
     """JSON `{"image": "<base64 or data:image/...;base64,...>", "model", "detect_faces", "min_face_size"}`."""
     t0 = time.perf_counter()
@@ -147,33 +102,6 @@ async def predict_snapshot(request: Request, body: SnapshotRequest) -> PredictRe
     return _response(request, rt, precision, result, t0)
 
 
-_DATA_URL = re.compile(r"^data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
-
-
-def decode_base64_image(text: str) -> bytes:
-    """Plain or URL-safe base64, padding optional, or a data: URL with an image/* type → bytes."""
-    if text[:5].lower() == "data:":
-        m = _DATA_URL.match(text[:256])
-        if m is None:
-            raise ApiError(422, "invalid_data_url", "data URL without a ',' separator")
-        media, params = m.group(1).strip().lower(), m.group(2).lower()
-        if media and not media.startswith("image/"):
-            raise ApiError(415, "unsupported_media_type", f"data URL type {media!r} is not an image")
-        if ";base64" not in params:
-            raise ApiError(422, "invalid_data_url", "data URL must be base64-encoded (';base64,')")
-        text = text[m.end() :]
-    if _WHITESPACE.search(text):
-        text = _WHITESPACE.sub("", text)
-    if "-" in text or "_" in text:
-        text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(422, "invalid_base64", f"image is not valid base64: {exc}") from exc
-
-
 async def _infer(
     rt: Runtime, data: bytes, precision: str, detect_faces: bool, min_face: int, detect_size: int | None
 ) -> InferenceResult:
@@ -182,7 +110,7 @@ async def _infer(
             rt.infer, data, precision, detect_faces, min_face, time.perf_counter(), detect_size
         )
     except ImageTooLarge as exc:
-        metrics.REJECTIONS.labels("image_too_large").inc()
+        telemetry.REJECTIONS.labels("image_too_large").inc()
         raise ApiError(413, "image_too_large", str(exc)) from exc
     except UnsupportedImageType as exc:
         raise ApiError(415, "unsupported_image_type", str(exc)) from exc
@@ -206,11 +134,11 @@ def _response(
         "total": total,
     }
     for stage, ms in stages.items():
-        metrics.STAGE_LATENCY.labels(stage, precision).observe(ms / 1e3)
+        telemetry.STAGE_LATENCY.labels(stage, precision).observe(ms / 1e3)
     for f in pred.faces:
-        metrics.FACES.labels(precision, f.label).inc()
+        telemetry.FACES.labels(precision, f.label).inc()
     return PredictResponse(
-        request_id=request_id_of(request),
+        request_id=request.state.request_id,  # set by the middleware
         model=ModelRef(
             name=card.name, precision=precision, version=card.version, sha256=card.models[precision].sha256
         ),
@@ -234,3 +162,24 @@ def _response(
         ),
         warnings=pred.warnings,
     )
+
+
+def make_router(protected: bool) -> APIRouter:
+    """The predict routes. `protected` (MASKLITE_PROTECT_PREDICT) puts them behind the API key; an open
+    service attaches no check at all, so a predict request runs nothing for it."""
+    router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)] if protected else [])
+    common: dict[str, Any] = {"methods": ["POST"], "response_model": PredictResponse, "responses": _ERRORS}
+    router.add_api_route(
+        "/v1/predict",
+        predict,
+        openapi_extra=_UPLOAD_BODY,
+        summary="Faces and mask labels for an uploaded image",
+        **common,
+    )
+    router.add_api_route(
+        "/v1/predict/snapshot",
+        predict_snapshot,
+        summary="Faces and mask labels for a base64 camera frame",
+        **common,
+    )
+    return router

@@ -2,7 +2,7 @@
 
 Profiles: `MASKLITE_HARDENING_PROFILE=ci` (default, what `make test` runs: a few minutes in all) or `long`
 (`make reliability`, `make fuzz`, `make overload`: >= 1,000 fuzz cases, 30 s of 200-client overload).
-Tests record what they tried with pytest's `record_property("cases", n)`; tests/hardening/reliability.py
+Tests record what they tried with pytest's `record_property("cases", n)`; tools/reliability_report.py
 collects those into RELIABILITY.md.
 """
 

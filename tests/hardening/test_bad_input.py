@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import struct
 import zlib
@@ -427,6 +428,61 @@ CORPUS: list[Case] = [
 ]
 
 
+# ---------------------------------------------------------------- hostile JSON structure, on every JSON route
+
+# Each is invalid for every route (so no job starts). json.loads raises RecursionError on deep nesting and
+# ValueError past 4,300 integer digits, not only JSONDecodeError: before service/bodies.py caught both, the
+# job routes answered these with a 500.
+HOSTILE_JSON: dict[str, bytes] = {
+    "arrays nested 100k deep": b"[" * 100_000 + b"]" * 100_000,
+    "objects nested 50k deep": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "deep nesting inside a field": b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "integer with 5,000 digits": b'{"seed": ' + b"9" * 5_000 + b', "runs": ' + b"1" * 5_000 + b"}",
+    "NaN and Infinity": b'{"runs": NaN, "scalars": [Infinity], "min_face_size": -Infinity}',
+    "top-level array": b"[1, 2]",
+    "top-level string": b'"image"',
+    "duplicate keys": b'{"image": "QUJD", "image": 2, "runs": 1, "runs": -2}',
+    "wrong types in nested fields": b'{"image": {"a": [1]}, "kinds": [[1]], "threads": [{"a": 1}]}',
+    "strings where lists are expected": b'{"image": ["x"], "kinds": "multiply", "threads": "12"}',
+    "lone surrogates": b'{"\\udc00": 1, "image": "\\ud800", "precision": "\\ud800"}',
+    "10k-key object": json.dumps({f"k{i}": i for i in range(10_000)}).encode(),
+    "invalid UTF-8": b'{"image": "\xff\xfe", "precision": "\xff"}',
+}
+# the framework parses the snapshot body (400 when it cannot, 422 when the shape is wrong); the job routes
+# parse theirs in service/bodies.py (422 invalid_parameters, as for any bad parameter)
+JSON_ROUTES: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "/v1/predict/snapshot": ((400, 422), ("bad_request", "validation_error", "invalid_base64")),
+    "/v1/robustness": ((422,), ("invalid_parameters",)),
+    "/v1/benchmark": ((422,), ("invalid_parameters",)),
+}
+
+
+def json_body(path: str, body: bytes) -> Send:
+    return lambda c: c.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
+def params_part(path: str, body: bytes) -> Send:
+    return lambda c: c.post(path, files={"params": (None, body, "application/json")})
+
+
+CORPUS += [
+    Case(f"hostile JSON, {name}: {path}", json_body(path, body), status, code)
+    for name, body in HOSTILE_JSON.items()
+    for path, (status, code) in JSON_ROUTES.items()
+] + [
+    # a `params` part has its own size limit: the biggest structures may be refused for their size first
+    Case(
+        f"hostile JSON, {name}: {path} multipart params",
+        params_part(path, body),
+        (*status, 413),
+        (*code, "payload_too_large"),
+    )
+    for name, body in HOSTILE_JSON.items()
+    for path, (status, code) in JSON_ROUTES.items()
+    if path != "/v1/predict/snapshot"
+]
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -458,6 +514,8 @@ def http(live_server: str) -> Iterator[httpx.Client]:
 def test_corpus_has_enough_kinds() -> None:
     assert len(CORPUS) >= 20
     assert len({c.name for c in CORPUS}) == len(CORPUS)
+    hostile = {c.name.rsplit(": ", 1)[1].split()[0] for c in CORPUS if c.name.startswith("hostile JSON")}
+    assert hostile == set(JSON_ROUTES), "every JSON route gets the hostile JSON structures"
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])

@@ -1,4 +1,4 @@
-"""Overload: 200 concurrent clients on loopback (service/bench/loadgen.py, bounded in count and time, stops by
+"""Overload: 200 concurrent clients on loopback (bench/loadgen.py, bounded in count and time, stops by
 itself) against a REAL server with the default admission limit (MASKLITE_MAX_INFLIGHT=16).
 
 Every answer is 200, 429 or 503, every refusal carries Retry-After, no connection fails, the server stays
@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.bench.images import load_scenes, make_target_image
-from service.bench.loadgen import LoadConfig, run_load_sync
+from bench.images import load_scenes, make_target_image
+from bench.loadgen import LoadConfig, run_load_sync
 from tests.conftest import ServerFactory, ServerHandle
 from tests.hardening.hardening_support import long_only, rss_mb, wait_healthy
 

@@ -15,14 +15,18 @@ import pytest
 
 from masklite.card import ChecksumError, load_card
 from masklite.faces import (
+    STRIDES,
     FaceDetector,
     YuNetDetector,
+    decode,
     make_detector,
     match_boxes,
+    nms,
+    padded_size,
+    postprocess,
     resolve_detector_file,
 )
 from masklite.image import decode_image
-from masklite.yunet import STRIDES, decode, nms, padded_size, postprocess
 from tests.conftest import SceneSample
 
 
@@ -100,7 +104,7 @@ def test_detect_size_shrinks_never_enlarges(scene_samples: list[SceneSample], on
 def test_litert_maps_equal_onnxruntime_outputs_at_any_size(models_dir: Path, card) -> None:
     """One .tflite for every input size: its maps equal the dynamic ONNX graph's outputs (resized per size,
     interpreters kept per size)."""
-    from masklite.yunet import ENGINES
+    from masklite.faces import ENGINES
 
     lite = ENGINES["litert"](models_dir / card.detector.runtime_files["litert"].file)
     onnx = ENGINES["onnxruntime"](models_dir / card.detector.runtime_files["onnxruntime"].file)

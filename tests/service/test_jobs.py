@@ -21,6 +21,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from bench.server import spawned_children
+
 SMALL = {"layers": [-1], "kinds": ["multiply"], "scalars": [0, 1], "max_images": 20}
 LONG = {"layers": "all", "kinds": ["multiply", "add"]}
 TIMEOUT_S = 300  # generous: CI machines are shared and job workers are niced
@@ -45,19 +47,7 @@ def wait_state(
 
 def worker_pids(server_pid: int) -> list[int]:
     """Job worker processes (multiprocessing spawn children) of a server process."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == server_pid and b"spawn_main" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return spawned_children(server_pid)
 
 
 def wait_for_worker(server_pid: int, before: set[int], timeout: float = 30) -> int:

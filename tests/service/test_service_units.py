@@ -7,9 +7,8 @@ import base64
 
 import pytest
 
+from service.bodies import MultipartImageReader, decode_base64_image
 from service.errors import ApiError
-from service.multipart import MultipartImageReader
-from service.routers.predict import decode_base64_image
 from service.settings import Settings
 
 PAYLOAD = bytes(range(256)) * 3

@@ -13,7 +13,7 @@ from masklite.card import load_card
 from masklite.classifier import Classifier
 from masklite.faces import crop_face
 from masklite.image import read_image_file
-from masklite.pipeline import predict_faces
+from masklite.pipeline import decide_label, predict_faces
 from training.crosssource import recall_block
 from training.sources import SOURCE_FOLDERS, collect_faces
 
@@ -37,7 +37,7 @@ def test_int8_on_cross_source_validation_holds_the_card(
         crop = crop_face(images[path], f.box, card.crop_margin)
         face = predict_faces(crop, card, classifier, None, detect_faces=False, precision="int8").faces[0]
         # the size rule judges the face, not the crop around it: decide on the face box's size
-        answer = card.decide(face.mask_probability, (0, 0, f.size, f.size), "int8")
+        answer = decide_label(card, face.mask_probability, (0, 0, f.size, f.size), "int8")
         y.append(card.labels.index(f.label))
         pred.append(card.labels.index(answer) if answer in card.labels else -1)
     got = recall_block(np.array(y), np.array(pred), card.labels)
@@ -68,7 +68,9 @@ def test_gate_would_catch_a_broken_preprocessing(
             0
         ]
         y.append(card.labels.index(f.label))
-        pred.append(card.labels.index(card.decide(face.mask_probability, (0, 0, f.size, f.size), "int8")))
+        pred.append(
+            card.labels.index(decide_label(card, face.mask_probability, (0, 0, f.size, f.size), "int8"))
+        )
     got = recall_block(np.array(y), np.array(pred), card.labels)
     figures = card.models["int8"].metrics.get("cross_source", {}).get("xval", {}).get("pooled")
     if not figures:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from masklite.card import ModelCard, load_card, verify_model_file
+from masklite.classifier import preprocess
 from masklite.image import decode_image
-from masklite.preprocess import preprocess
 
 pytest.importorskip("tflite_micro", reason="tflite-micro (dev extra) is not installed")
 
-from training.micro_tflm import agreement, arena_works, min_arena, quantize_input  # noqa: E402
+from training.micro.tflm import agreement, arena_works, min_arena, quantize_input  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_CROPS = 200
@@ -92,7 +92,7 @@ def test_micro_entry_survives_a_main_re_export(card: ModelCard, models_dir: Path
     import shutil
 
     from masklite.card import save_card
-    from training.micro import carry_over_micro
+    from training.micro.entry import carry_over_micro
 
     shutil.copy(models_dir / "model_card.json", tmp_path / "model_card.json")
     shutil.copy(models_dir / card.models["micro"].file, tmp_path / card.models["micro"].file)

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from masklite.card import load_card, verify_model_file
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.faces import FaceDetector, crop_face
 from masklite.image import read_image_file
-from masklite.preprocess import preprocess
 from training.features import VIEW_KINDS
 
 PER_CLASS = 40
@@ -127,11 +126,11 @@ def test_smoke_one_epoch_export_and_run(tiny, weights_path):
 def test_parity_keras_float32_int8(tiny, detector_path, weights_path):
     import keras
 
+    from training.artifacts import load_features_meta, representative_batch
     from training.config import HeadConfig
     from training.export import compose, to_tflite
     from training.features import build_backbone, input_spec, load_split
     from training.head import train_head
-    from training.stages import load_features_meta, representative_batch
 
     work = tiny["work"]
     train, val = load_split(work / "features", "train"), load_split(work / "features", "val")

@@ -7,9 +7,8 @@ import zipfile
 import numpy as np
 
 from masklite.card import MASK_LABEL, load_card, verify_model_file
-from masklite.classifier import Classifier
+from masklite.classifier import Classifier, preprocess
 from masklite.paths import sha256_file
-from masklite.preprocess import preprocess
 from training.evaluate import read_evalset
 
 

@@ -224,8 +224,10 @@ def test_camera_shows_boxes_and_the_annotated_labels(
         "() => ({latency: latency.textContent, server: server.textContent, fps: fps.textContent,"
         " count: count.textContent, probe: window.__probe})"
     )
-    print(f"page stats: latency {stats['latency']}, server {stats['server']}, FPS {stats['fps']}, "
-          f"faces {stats['count']}, snapshots sent {stats['probe']['snapshots']}")
+    print(
+        f"page stats: latency {stats['latency']}, server {stats['server']}, FPS {stats['fps']}, "
+        f"faces {stats['count']}, snapshots sent {stats['probe']['snapshots']}"
+    )
     assert stats["latency"].endswith("ms") and stats["server"].endswith("ms")
     assert float(stats["fps"]) > 0
     assert stats["probe"]["maxInflight"] == 1, stats["probe"]

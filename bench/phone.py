@@ -1,0 +1,140 @@
+"""Phone photos at phone-photo cost: a scene upscaled to 12 MP against the same scene at 1024 px.
+
+    python -m bench.phone [--runs 15] [--scene-limit N] [--json out.json]
+
+Server-side cost in-process (masklite.pipeline.infer_bytes, the service's path: reduced-size JPEG decode,
+detector, classifier), thread CPU ms, the two sizes interleaved. Then, on every scene upscaled to 12 MP:
+are the boxes (IoU >= 0.9) and labels the same with the reduced-size decode as with the full decode of
+the same file (what the reduction changes), and as on the scene itself (information: the detector also
+reacts to the resampling and JPEG re-encoding of the upscaled copy)?
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from bench import stats
+from bench.runner import load_classifiers, load_detector
+from bench.sections import SectionOptions, run_section_cli, start_section
+from masklite.faces import match_boxes
+from masklite.pipeline import infer_bytes
+
+PHONE_PIXELS = 12_000_000
+REFERENCE_SIDE = 1024
+JPEG_QUALITY = 90  # a phone camera's usual setting
+
+
+def resized_jpeg(data: bytes, *, pixels: int | None = None, long_side: int | None = None) -> bytes:
+    """The image re-encoded at `pixels` total (12 MP) or with its longer side at `long_side`."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    scale = math.sqrt(pixels / (w * h)) if pixels else long_side / max(w, h)  # type: ignore[operator]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = io.BytesIO()
+    img.resize(size, Image.Resampling.BICUBIC).save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def same_faces(reference: list, other: list, scale: float = 1.0) -> tuple[int, int]:
+    """(reference faces found in `other` with IoU >= 0.9 and the same label, faces in either); `other`'s
+    boxes are divided by `scale` first (a 12 MP copy against the scene)."""
+    mapped = [tuple(round(v / scale) for v in f.box) for f in other]
+    pairs = match_boxes([f.box for f in reference], mapped, 0.9)
+    n = max(len(reference), len(other))  # a face only one of them found counts against
+    return sum(reference[i].label == other[j].label for i, j in pairs), n
+
+
+def phone_costs(options: SectionOptions) -> dict[str, Any]:
+    section = start_section(options)
+    card, scenes, models_dir = section.card, section.scenes, options.models_dir
+    detector, problem = load_detector(card, options.detector_path, None, models_dir)
+    if detector is None:
+        return {"error": f"no detector: {problem}"}
+    if not scenes:
+        return {"error": "no scenes: set MASKLITE_SCENES_DIR"}
+    classifier = load_classifiers(card, models_dir, ["int8"])["int8"]
+
+    def run(data: bytes, reduce: bool = True) -> Any:
+        return infer_bytes(data, card, classifier, detector, reduce=reduce, precision="int8")
+
+    scene = scenes[0]
+    photos = {
+        "12mp": resized_jpeg(scene.data, pixels=PHONE_PIXELS),
+        f"{REFERENCE_SIDE}px": resized_jpeg(scene.data, long_side=REFERENCE_SIDE),
+    }
+    info = {}
+    for name, data in photos.items():
+        res = run(data)
+        info[name] = {"bytes": len(data), "size": [res.width, res.height], "decoded": list(res.decoded_size)}
+    cpu: dict[str, list[float]] = {name: [] for name in photos}
+    for _ in tqdm(range(options.runs), desc="phone: 12 MP vs 1024 px", file=sys.stderr, leave=False):
+        for name, data in photos.items():
+            c0 = time.thread_time()
+            run(data)
+            cpu[name].append((time.thread_time() - c0) * 1e3)
+    summary = {name: stats.summarize(v) for name, v in cpu.items()}
+    big, ref = summary["12mp"].get("p50"), summary[f"{REFERENCE_SIDE}px"].get("p50")
+    counts = {"full": [0, 0], "scene": [0, 0]}
+    for s in tqdm(scenes, desc="phone: scenes at 12 MP", file=sys.stderr, leave=False):
+        data = resized_jpeg(s.data, pixels=PHONE_PIXELS)
+        reduced, full, scene_res = run(data), run(data, reduce=False), run(s.data)
+        refs = {"full": (full, 1.0), "scene": (scene_res, reduced.width / scene_res.width)}
+        for key, (base, scale) in refs.items():
+            k, n = same_faces(base.prediction.faces, reduced.prediction.faces, scale)
+            counts[key][0] += k
+            counts[key][1] += n
+    return {
+        "scene": scene.name,
+        "photos": info,
+        "server_cpu_ms": summary,
+        "ratio": round(big / ref, 3) if big and ref else None,
+        "scenes": len(scenes),
+        # reduced-size decode vs full decode of the same 12 MP file
+        "faces": counts["full"][1],
+        "same_faces": counts["full"][0],
+        "same_share": _share(*counts["full"]),
+        # reduced-size decode of the 12 MP copy vs the scene itself
+        "same_share_vs_scene": _share(*counts["scene"]),
+        "conditions": section.conditions(),
+    }
+
+
+def _share(k: int, n: int) -> float | None:
+    return round(k / n, 4) if n else None
+
+
+def format_phone(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"phone photos: {result['error']}"
+    cpu = result["server_cpu_ms"]
+    parts = [
+        f"{name} ({result['photos'][name]['size'][0]}x{result['photos'][name]['size'][1]}, decoded "
+        f"{result['photos'][name]['decoded'][0]}x{result['photos'][name]['decoded'][1]}): "
+        f"{cpu[name].get('p50', 0):.1f} ms"
+        for name in cpu
+    ]
+    return "\n".join(
+        [
+            stats.conditions_line(result.get("conditions")),
+            f"Phone photo, server CPU p50 on {result['scene']}: " + "; ".join(parts),
+            f"  12 MP / {REFERENCE_SIDE} px: {result['ratio']}x",
+            f"  scenes at 12 MP, reduced vs full decode: {result['same_faces']} of {result['faces']} faces"
+            f" with the same box (IoU>=0.9) and label ({result['same_share']}); reduced vs the scene itself: "
+            f"{result['same_share_vs_scene']}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_section_cli(argv, "python -m bench.phone", __doc__ or "", 15, phone_costs, format_phone)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
