@@ -218,6 +218,7 @@ def save_chart(result: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")  # no display on servers / CI
     import matplotlib.pyplot as plt
+
     panels = ["classifier", "pipeline"]
     if result.get("http"):
         panels.append("http")

@@ -32,7 +32,10 @@ def test_compose_config_is_valid() -> None:
     for profile in ([], ["--profile", "train"], ["--profile", "scale"]):
         result = subprocess.run(
             [compose, "-f", "docker-compose.yml", *profile, "config", "-q"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
 
@@ -42,7 +45,11 @@ def test_compose_api_service_settings() -> None:
 
     result = subprocess.run(
         [tool("docker-compose"), "-f", "docker-compose.yml", "config", "--format", "json"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     api = json.loads(result.stdout)["services"]["api"]
     assert api["build"]["target"] == "runtime"
@@ -77,7 +84,7 @@ def test_compose_scale_profile() -> None:
         assert service["read_only"] and service["cap_drop"] == ["ALL"]
         assert "ports" not in service
     assert replica["deploy"]["replicas"] == 2 and worker["deploy"]["replicas"] == 2  # the defaults
-    assert worker["command"] == ["python", "-m", "service.jobqueue.worker"] and worker["init"]
+    assert worker["command"] == ["python", "-m", "service", "worker"] and worker["init"]
     assert "--check" in worker["healthcheck"]["test"]
     assert lb["ports"][0]["target"] == 8000 and "ports" not in redis
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis["volumes"])

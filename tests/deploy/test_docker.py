@@ -48,8 +48,10 @@ class Docker:
             list(args), cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}"
-                                 f"\n{result.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}"
+                f"\n{result.stderr[-3000:]}"
+            )
         return result
 
 
@@ -85,7 +87,15 @@ def image(docker: Docker, models_dir: Path) -> str:
     """docker build --target runtime from the repository alone (no build-args but the classic builder's)."""
     t0 = time.perf_counter()
     build = docker.run(
-        "docker", "build", "--target", "runtime", "--build-arg", "WITH_TRAIN_DEPS=0", "-t", IMAGE, ".",
+        "docker",
+        "build",
+        "--target",
+        "runtime",
+        "--build-arg",
+        "WITH_TRAIN_DEPS=0",
+        "-t",
+        IMAGE,
+        ".",
         timeout=1800,
     )
     print(f"\ndocker build (runtime) in {time.perf_counter() - t0:.1f} s")
@@ -147,10 +157,18 @@ def deployment(docker: Docker, image: str) -> Iterator[Deployment]:
             logs = docker.run(*compose, "logs", "--no-color", check=False).stdout
             raise AssertionError(f"container not ready after {READY_TIMEOUT_S:.0f} s:\n{logs[-5000:]}")
         logs = docker.run(*compose, "logs", "--no-color", "api", check=False).stdout
-        loaded = next((ln.split("] ", 1)[-1] for ln in logs.splitlines() if "masklite.runtime" in ln
-                       and " ready in " in ln), "")
-        print(f"\ncold start: compose up -> /health/ready 200 in {ready:.1f} s (target <= 10 s);"
-              f" the service logged: {loaded[:60]}")
+        loaded = next(
+            (
+                ln.split("] ", 1)[-1]
+                for ln in logs.splitlines()
+                if "masklite.runtime" in ln and " ready in " in ln
+            ),
+            "",
+        )
+        print(
+            f"\ncold start: compose up -> /health/ready 200 in {ready:.1f} s (target <= 10 s);"
+            f" the service logged: {loaded[:60]}"
+        )
         yield Deployment(url, compose, ready)
     finally:
         logs = docker.run(*compose, "logs", "--no-color", "--tail", "15", check=False).stdout
@@ -197,8 +215,10 @@ def test_container_resources(docker: Docker, deployment: Deployment) -> None:
     stats = docker.run("docker", "stats", "--no-stream", "--format", "{{.MemUsage}} cpu {{.CPUPerc}}", cid)
     limits = docker.run("docker", "inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", cid)
     memory, nano_cpus = (int(v) for v in limits.stdout.split())
-    print(f"\ncontainer memory {stats.stdout.strip()};"
-          f" limits {memory / 2**20:.0f} MiB, {nano_cpus / 1e9:g} CPUs")
+    print(
+        f"\ncontainer memory {stats.stdout.strip()};"
+        f" limits {memory / 2**20:.0f} MiB, {nano_cpus / 1e9:g} CPUs"
+    )
     assert memory > 0 and nano_cpus > 0, "compose resource limits not applied"
 
 
@@ -207,7 +227,9 @@ def test_container_runs_as_non_root_and_can_write_jobs(docker: Docker, deploymen
     print(f"\ncontainer uid: {uid}")
     assert uid != "0"
     assert docker.run("docker", "image", "inspect", "-f", "{{.Config.User}}", IMAGE).stdout.strip() not in (
-        "", "0", "root"
+        "",
+        "0",
+        "root",
     )
     probe = "/var/lib/masklite/jobs/.write-probe"
     docker.run(*deployment.compose, "exec", "-T", "api", "sh", "-c", f"touch {probe} && rm {probe}")
