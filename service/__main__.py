@@ -1,6 +1,7 @@
 """`python -m service`: run the API with uvicorn on $MASKLITE_HOST:$MASKLITE_PORT.
 
 `python -m service check`: the first-run check (service/check.py), then exit.
+`python -m service worker [--check]`: a job worker for the scale deployment (service/jobqueue/worker.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,15 @@ def main() -> None:
         from service.check import main as check
 
         sys.exit(check(args[1:]))
+    if args[:1] == ["worker"]:
+        from service.jobkinds import register_job_kinds
+        from service.jobqueue.worker import main as worker
+
+        register_job_kinds()  # the same kinds as the API's
+        sys.exit(worker(args[1:]))
     if args:
-        sys.exit(f"usage: python -m service [check [--image PATH]]; unknown arguments: {' '.join(args)}")
+        usage = "python -m service [check [--image PATH] | worker [--check]]"
+        sys.exit(f"usage: {usage}; unknown arguments: {' '.join(args)}")
     settings = Settings()
     configure_logging(settings.log_level)
     common: dict = dict(

@@ -7,7 +7,7 @@ or on Redis (replicas and workers on any number of machines). One job model, one
 
 model.py the Job record, states, errors, kinds · store.py SQLite/Redis records · queue.py the API ·
 runner.py executes jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
-worker.py `python -m service.jobqueue.worker`.
+worker.py `python -m service worker`.
 """
 
 from service.jobqueue.model import (

@@ -2,8 +2,8 @@
 
     MASKLITE_BROKER_URL unset   embedded: SqliteHuey + SqliteStore in MASKLITE_JOBS_DIR, jobs run in this
                                 process's runner (make serve, plain `docker compose up`)
-    MASKLITE_BROKER_URL=redis:// RedisHuey + RedisStore: API replicas submit and read, `python -m
-                                service.jobqueue.worker` processes run the jobs, on any machine
+    MASKLITE_BROKER_URL=redis:// RedisHuey + RedisStore: API replicas submit and read, `python -m service
+                                worker` processes run the jobs, on any machine
 Huey carries "run job <id>" messages; the store (service/jobqueue/store.py) holds what clients see.
 Every process also reaps: running jobs whose worker stopped renewing its lease fail with the reason.
 """

@@ -23,16 +23,16 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from huey.api import Huey
 from huey.consumer import Consumer
 
+from service.jobqueue.artifacts import ArtifactStore
 from service.jobqueue.locks import HostLock
 from service.jobqueue.model import DONE, FAILED, QUEUED, RUNNING, Job, JobKind, StorageUnavailable, job_kind
 from service.jobqueue.process import death_reason, job_main, kill_group
-
-if TYPE_CHECKING:
-    from service.jobqueue.queue import JobQueue
+from service.jobqueue.store import JobStore
 
 log = logging.getLogger("masklite.jobs")
 
@@ -64,13 +64,36 @@ def worker_process_gone(worker: str | None) -> bool:
         return False
 
 
+class Host(Protocol):
+    """What a runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
+
+    store: JobStore
+    huey: Huey
+    artifacts: ArtifactStore
+    input_ttl_s: int
+
+    def enqueue(self, job_id: str) -> None: ...
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        error: str | None = None,
+        result: dict | None = None,
+        worker: str | None = None,
+        retry: bool = False,
+    ) -> bool: ...
+
+    def finished_elsewhere(self, job_id: str) -> None: ...
+
+
 class _Consumer(Consumer):
     def _set_signal_handlers(self) -> None:
         """The hosting process (uvicorn, or the worker's main) owns the signals."""
 
 
 class Runner:
-    def __init__(self, queue: JobQueue, slots: int, nice: int, lock_dir: Path):
+    def __init__(self, queue: Host, slots: int, nice: int, lock_dir: Path):
         self.queue = queue
         self.slots = slots
         self.nice = nice

@@ -1,11 +1,11 @@
-"""`python -m service.jobqueue.worker`: a job worker (a Huey consumer) for the scale deployment.
+"""`python -m service worker`: a job worker (a Huey consumer) for the scale deployment.
 
 Runs MASKLITE_MAX_JOBS jobs at once from the queue at MASKLITE_BROKER_URL (or from the embedded SQLite
 queue in MASKLITE_JOBS_DIR, then instead of the API process: MASKLITE_RUN_JOBS=false there), writing
 artifacts to MASKLITE_JOBS_DIR, which every API replica must mount too. SIGTERM / SIGINT: running jobs
 are killed and recorded as interrupted, queued ones stay queued for the other workers.
 
-`python -m service.jobqueue.worker --check` exits 0 when a worker on this host renewed its registration
+`python -m service worker --check` exits 0 when a worker on this host renewed its registration
 within MASKLITE_JOB_LEASE_S (a container health check / liveness probe).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 
 from service.jobqueue.model import StorageUnavailable
@@ -38,7 +37,12 @@ def check(queue: JobQueue) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.jobqueue.worker", description=__doc__)
+    """The job kinds must be registered before (service/__main__.py does it)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--check", action="store_true", help="exit 0 when this host's worker is alive")
     args = parser.parse_args(argv)
     settings = Settings()
@@ -46,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     queue = JobQueue.from_settings(settings, run_jobs=True)
     if args.check:
         return check(queue)
-    from service.jobkinds import register_job_kinds
-
-    register_job_kinds()
-
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -59,7 +59,3 @@ def main(argv: list[str] | None = None) -> int:
     log.info("job worker on %s: stopping", HOST)
     queue.close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

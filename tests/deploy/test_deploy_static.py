@@ -84,7 +84,7 @@ def test_compose_scale_profile() -> None:
         assert service["read_only"] and service["cap_drop"] == ["ALL"]
         assert "ports" not in service
     assert replica["deploy"]["replicas"] == 2 and worker["deploy"]["replicas"] == 2  # the defaults
-    assert worker["command"] == ["python", "-m", "service.jobqueue.worker"] and worker["init"]
+    assert worker["command"] == ["python", "-m", "service", "worker"] and worker["init"]
     assert "--check" in worker["healthcheck"]["test"]
     assert lb["ports"][0]["target"] == 8000 and "ports" not in redis
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis["volumes"])

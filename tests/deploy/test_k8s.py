@@ -51,7 +51,7 @@ def test_the_pieces_fit_together() -> None:
     api_c, worker_c = (d["spec"]["template"]["spec"]["containers"][0] for d in (api, worker))
     assert api_c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert api_c["livenessProbe"]["httpGet"]["path"] == "/health/live"
-    assert worker_c["command"] == ["python", "-m", "service.jobqueue.worker"]
+    assert worker_c["command"] == ["python", "-m", "service", "worker"]
     assert "--check" in worker_c["livenessProbe"]["exec"]["command"]
     for c in (api_c, worker_c):
         env = {e["name"]: e.get("value") for e in c["env"]}
