@@ -9,7 +9,7 @@ from PIL import Image
 
 from masklite.card import UNKNOWN_LABEL, ModelCard, load_card
 from masklite.classifier import Classifier
-from masklite.faces import Face, FaceDetector, make_detector, resolve_detector_file
+from masklite.faces import Detection, FaceDetector, make_detector, resolve_detector_file
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import NO_DETECTOR_WARNING, decide_label, infer_bytes, predict_faces
 from tests.masklite.conftest import half_dark
@@ -21,9 +21,9 @@ class FixedBoxes(FaceDetector):
     def __init__(self, boxes: list[tuple[int, int, int, int]]):
         self.boxes, self.max_side, self.calls = boxes, 640, []
 
-    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Face]:
+    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Detection]:
         self.calls.append((rgb.shape, min_face, max_side))
-        return [Face(box=b, score=0.9) for b in self.boxes if min(b[2], b[3]) >= min_face]
+        return [Detection(box=b, score=0.9) for b in self.boxes if min(b[2], b[3]) >= min_face]
 
 
 def scene() -> np.ndarray:
