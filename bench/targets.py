@@ -169,6 +169,11 @@ def evaluate_targets(result: dict[str, Any]) -> list[Check]:
             phone.get("same_share"),
             lambda v: v >= 1.0,
         ),
+        _info(
+            "12 MP: the detector's own floor for that (two equally valid copies)",
+            phone.get("same_share_floor"),
+        ),
+        _info("12 MP upscaled scenes: same face (IoU>=0.5) and label", phone.get("same_label_share")),
         _limit(
             "/v1/predict server-side p50, int8, 640x480",
             "<=",
