@@ -145,6 +145,11 @@ def machine_info() -> dict[str, object]:
 
 # 1-minute load average per core above which numbers are not comparable with a quiet machine's
 NOISY_LOAD_PER_CORE = 0.5
+# Share of the machine's CPU that OTHER processes used during a benchmark above which it is noisy. The load
+# average cannot tell: a benchmark's own load generator, server and earlier sections raise it (8 clients
+# keep both cores busy, and the 1-minute average carries that into the next section), so on Linux the
+# verdict counts only the CPU time of processes outside the benchmark's own process tree.
+NOISY_FOREIGN_SHARE = 0.25
 NOISY_NOTE = "noisy: do not compare"
 
 
@@ -162,8 +167,45 @@ def cpu_counters(stat_text: str | None = None) -> dict[str, int] | None:
             # user nice system idle iowait irq softirq steal [guest guest_nice]: guest is inside user
             total = sum(values[:8])
             steal = values[7] if len(values) > 7 else 0
-            return {"total": total, "steal": steal}
+            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            return {"total": total, "steal": steal, "busy": total - idle - steal}
     return None
+
+
+def _stat_fields(text: str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
+    return text[text.rfind(")") + 2 :].split()
+
+
+def own_cpu_ticks(root: int | None = None, proc: Path = Path("/proc")) -> int | None:
+    """CPU clock ticks used by `root` (this process) and every descendant, including children already
+    reaped (cutime/cstime): the benchmark's own share of /proc/stat's busy time. None off Linux."""
+    root = root or os.getpid()
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    try:
+        entries = [e for e in proc.iterdir() if e.name.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            fields = _stat_fields((entry / "stat").read_text())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        # state ppid ... utime stime cutime cstime are fields 3, 4, 14-17 of proc(5)
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = sum(int(v) for v in fields[11:15])
+    if root not in ticks:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
 
 
 def snapshot() -> dict[str, object]:
@@ -173,30 +215,42 @@ def snapshot() -> dict[str, object]:
         "time": round(time.time(), 3),
         "load_avg_1m": load[0] if load else None,
         "cpu": cpu_counters(),
+        "own_ticks": own_cpu_ticks(),
     }
 
 
 def conditions(
     before: dict[str, object], after: dict[str, object], cores: int | None = None
 ) -> dict[str, object]:
-    """What the machine was doing around a benchmark: load average before/after, steal % during it, and
-    `noisy` when the 1-minute load per core exceeded NOISY_LOAD_PER_CORE at either end."""
+    """What the machine was doing around a benchmark: load average before/after, steal % during it, the
+    share of the CPU other processes used during it, and `noisy`: when that share is known, above
+    NOISY_FOREIGN_SHARE; otherwise (no /proc), when the 1-minute load per core exceeded NOISY_LOAD_PER_CORE
+    at either end."""
     cores = cores or (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
     loads = [x for x in (before.get("load_avg_1m"), after.get("load_avg_1m")) if isinstance(x, int | float)]
     per_core = max(loads) / cores if loads else None
-    steal_pct = None
+    steal_pct = foreign = None
     c0, c1 = before.get("cpu"), after.get("cpu")
     if isinstance(c0, dict) and isinstance(c1, dict) and c1["total"] > c0["total"]:
-        steal_pct = round(100.0 * (c1["steal"] - c0["steal"]) / (c1["total"] - c0["total"]), 2)
-    noisy = per_core is not None and per_core > NOISY_LOAD_PER_CORE
+        elapsed = c1["total"] - c0["total"]
+        steal_pct = round(100.0 * (c1["steal"] - c0["steal"]) / elapsed, 2)
+        own0, own1 = before.get("own_ticks"), after.get("own_ticks")
+        if "busy" in c0 and "busy" in c1 and isinstance(own0, int) and isinstance(own1, int):
+            # /proc/stat's busy time of all CPUs minus this process tree's (both in clock ticks)
+            foreign = max(0.0, (c1["busy"] - c0["busy"] - (own1 - own0)) / elapsed)
+    if foreign is not None:
+        noisy = foreign > NOISY_FOREIGN_SHARE
+    else:
+        noisy = per_core is not None and per_core > NOISY_LOAD_PER_CORE
     return {
         "load_avg_1m_before": before.get("load_avg_1m"),
         "load_avg_1m_after": after.get("load_avg_1m"),
         "cores": cores,
         "load_per_core_max": None if per_core is None else round(per_core, 3),
         "steal_pct": steal_pct,
+        "other_cpu_pct": None if foreign is None else round(100.0 * foreign, 1),
         "noisy": noisy,
         "note": NOISY_NOTE if noisy else "",
     }
@@ -207,7 +261,13 @@ def conditions_line(cond: dict[str, object] | None) -> str:
     if not cond:
         return "machine conditions: not recorded"
     head = f"{str(NOISY_NOTE).upper()}: " if cond.get("noisy") else ""
+    load = (
+        f"load avg 1m {cond.get('load_avg_1m_before')} -> {cond.get('load_avg_1m_after')} "
+        f"on {cond.get('cores')} cores"
+    )
+    if cond.get("other_cpu_pct") is None:
+        return f"{head}{load} (noisy above {NOISY_LOAD_PER_CORE}/core), steal {cond.get('steal_pct')} %"
     return (
-        f"{head}load avg 1m {cond.get('load_avg_1m_before')} -> {cond.get('load_avg_1m_after')} on "
-        f"{cond.get('cores')} cores (noisy above {NOISY_LOAD_PER_CORE}/core), steal {cond.get('steal_pct')} %"
+        f"{head}other processes used {cond.get('other_cpu_pct')} % of the CPU (noisy above "
+        f"{NOISY_FOREIGN_SHARE:.0%}); {load}, steal {cond.get('steal_pct')} %"
     )
