@@ -86,6 +86,7 @@ class ModelInfo(BaseModel):
     error: str | None = None
     decision_threshold: float = Field(0.5, description="a face is with_mask when mask_probability >= this")
     metrics: dict[str, Any] = Field(default_factory=dict)
+    input: InputInfo | None = Field(None, description="this model's own input (micro: 96x96)")
 
 
 class DetectorInfo(BaseModel):

@@ -49,6 +49,7 @@ async def list_models(request: Request) -> ModelsResponse:
                 error=rt.models[precision].error if precision in rt.models else None,
                 decision_threshold=entry.decision_threshold,
                 metrics=entry.metrics,
+                input=InputInfo(**card.input_for(precision).model_dump()),
             )
             for precision, entry in card.models.items()
         ],

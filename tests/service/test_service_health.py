@@ -56,6 +56,9 @@ def test_models_endpoint(live_server: str, models_dir: Path) -> None:
         assert (got["sha256"], got["bytes"], got["file"]) == (entry["sha256"], entry["bytes"], entry["file"])
         assert got["loaded"] is True
         assert got["metrics"] == entry.get("metrics", {})
+        # each model's own input: micro has a smaller one than the card's default
+        assert got["input"]["size"] == entry.get("input", card["input"])["size"]
+    assert by_precision["micro"]["input"]["size"] != body["input"]["size"]
 
 
 def test_not_ready_until_warmed_up(server_factory: ServerFactory) -> None:
