@@ -40,7 +40,7 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench:  ## classifier + pipeline + HTTP + load benchmarks (~5 min); prints tables, writes benchmarks/
+bench:  ## classifier + pipeline + HTTP + load benchmarks (~4 min); prints tables, writes benchmarks/
 	$(PY) -m bench
 
 bench-ci:  ## waits <= 3 min for load avg < 1.0, then a short /v1/benchmark job (~1-2 min); appends benchmarks/history.jsonl; fails only on ratios, never on noise
