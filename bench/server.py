@@ -27,17 +27,7 @@ def free_port() -> int:
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of a process, from /proc."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry.name))
-    return sorted(out)
+    return sorted(child for child, fields in stats.processes().items() if int(fields[1]) == pid)
 
 
 @dataclass
@@ -110,12 +100,24 @@ class ServerProcess:
 
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one process, seconds (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # after the command name: field 3 is state, so utime (14) and stime (15) sit at indices 11 and 12
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = stats.proc_stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ready_replicas(url: str, replicas: int, timeout: float) -> set[str]:
+    """Poll /health/ready behind a load balancer until `replicas` distinct instances (X-Masklite-Instance)
+    have answered 200, or `timeout` s pass; returns the instances seen (fewer on timeout)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < replicas and time.monotonic() < deadline:
+        try:
+            r = httpx.get(url + "/health/ready", timeout=5)
+            if r.status_code == 200:
+                seen.add(r.headers["x-masklite-instance"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return seen
 
 
 def spawned_children(pid: int) -> list[int]:

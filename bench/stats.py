@@ -172,38 +172,41 @@ def cpu_counters(stat_text: str | None = None) -> dict[str, int] | None:
     return None
 
 
-def _stat_fields(text: str) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses):
+    [0] state, [1] ppid, [11] utime, [12] stime, [13] cutime, [14] cstime (fields 3, 4 and 14-17 of
+    proc(5)). None when the process is gone or there is no /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
     return text[text.rfind(")") + 2 :].split()
 
 
-def own_cpu_ticks(root: int | None = None, proc: Path = Path("/proc")) -> int | None:
+def processes() -> dict[int, list[str]]:
+    """Every live process's /proc/<pid>/stat fields (see proc_stat), by pid; empty off Linux."""
+    try:
+        pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return {}
+    table = {pid: proc_stat(pid) for pid in pids}
+    return {pid: fields for pid, fields in table.items() if fields is not None}  # gone meanwhile: skipped
+
+
+def own_cpu_ticks(root: int | None = None) -> int | None:
     """CPU clock ticks used by `root` (this process) and every descendant, including children already
     reaped (cutime/cstime): the benchmark's own share of /proc/stat's busy time. None off Linux."""
     root = root or os.getpid()
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    try:
-        entries = [e for e in proc.iterdir() if e.name.isdigit()]
-    except OSError:
-        return None
-    for entry in entries:
-        try:
-            fields = _stat_fields((entry / "stat").read_text())
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-        # state ppid ... utime stime cutime cstime are fields 3, 4, 14-17 of proc(5)
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = sum(int(v) for v in fields[11:15])
-    if root not in ticks:
+    table = processes()
+    if root not in table:
         return None
     children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(pid)
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += ticks.get(pid, 0)
+        total += sum(int(v) for v in table[pid][11:15]) if pid in table else 0
         todo.extend(children.get(pid, []))
     return total
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LoadConfig, run_load_sync  # noqa: E402
+from bench.server import ready_replicas  # noqa: E402
 
 SAMPLE = ROOT / "models" / "samples" / "astronaut_pair.jpg"
 PROJECT = "masklite-throughput"
@@ -46,16 +47,7 @@ def sh(*args: str, env: dict[str, str], timeout: float = 600) -> str:
 
 
 def wait_ready(url: str, replicas: int, timeout: float = 180) -> None:
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < replicas and time.monotonic() < deadline:
-        try:
-            r = httpx.get(url + "/health/ready", timeout=5)
-            if r.status_code == 200:
-                seen.add(r.headers["x-masklite-instance"])
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+    seen = ready_replicas(url, replicas, timeout)
     if len(seen) < replicas:
         raise SystemExit(f"only {len(seen)} of {replicas} replicas ready after {timeout:.0f} s")
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.server import ready_replicas
 from tests.conftest import REPO_ROOT, free_port
 from tests.deploy.test_docker import IMAGE, Docker, docker  # noqa: F401 - the engine fixture
 
@@ -79,15 +80,8 @@ def scale(docker: Docker) -> Iterator[Scale]:  # noqa: F811 - the fixture import
     run.run(*compose, "up", "-d", "--no-build", "--scale", "api=0", timeout=300)
     deployment = Scale(f"http://127.0.0.1:{port}", compose, run)
     try:
-        ready: set[str] = set()
-        while len(ready) < REPLICAS and time.perf_counter() - t0 < READY_TIMEOUT_S:
-            try:
-                r = httpx.get(deployment.url + "/health/ready", timeout=5)
-                if r.status_code == 200:
-                    ready.add(r.headers["x-masklite-instance"])
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        # the same deadline as before: `up` counts against it
+        ready = ready_replicas(deployment.url, REPLICAS, READY_TIMEOUT_S - (time.perf_counter() - t0))
         if len(ready) < REPLICAS:
             logs = run.run(*compose, "logs", "--no-color", "--tail", "40", check=False).stdout
             raise AssertionError(
