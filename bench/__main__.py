@@ -44,14 +44,17 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _setups(text: str) -> list[tuple[int, int, int | None]]:
-    """'1x2,2x1o1' -> [(workers, threads, opencv threads or None), ...]"""
+SETUP_SYNTAX = "WORKERSxTHREADS[oOPENCV_THREADS][sSOLO_THREADS]"
+
+
+def _setups(text: str) -> list[tuple[int, int, int | None, int | None]]:
+    """'1x2,1x2s1,2x1o2' -> [(workers, threads, opencv threads, solo threads; None: the default), ...]"""
     out = []
     for part in text.lower().split(","):
-        m = re.fullmatch(r"\s*(\d+)x(\d+)(?:o(\d+))?\s*", part)
+        m = re.fullmatch(r"\s*(\d+)x(\d+)(?:o(-?\d+))?(?:s(\d+))?\s*", part)
         if m is None:
-            raise SystemExit(f"bad server setup {part!r}: use WORKERSxTHREADS[oOPENCV_THREADS], e.g. 2x1o1")
-        out.append((int(m[1]), int(m[2]), int(m[3]) if m[3] else None))
+            raise SystemExit(f"bad server setup {part!r}: use {SETUP_SYNTAX}, e.g. 1x2s1")
+        out.append((int(m[1]), int(m[2]), int(m[3]) if m[3] else None, int(m[4]) if m[4] else None))
     return out
 
 
@@ -88,14 +91,17 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
     env_common = {"MASKLITE_MODELS_DIR": str(args.models_dir)}
     setups = _setups(args.load_setups) if args.load_levels else []
     if not setups:
-        setups = [(1, 2, None)]
+        setups = [(1, 2, None, None)]
     load_runs: list[dict[str, Any]] = []
     servers: dict[str, Any] = {}
-    for i, (workers, threads, cv_threads) in enumerate(setups):
+    for i, (workers, threads, cv_threads, solo) in enumerate(setups):
         label = f"{workers}w x {threads}t" + (f" cv{cv_threads}" if cv_threads is not None else "")
+        label += f" solo{solo}" if solo is not None else ""
         env = {**env_common, "MASKLITE_WORKERS": str(workers), "MASKLITE_THREADS": str(threads)}
         if cv_threads is not None:
             env["MASKLITE_OPENCV_THREADS"] = str(cv_threads)
+        if solo is not None:
+            env["MASKLITE_SOLO_THREADS"] = str(solo)
         print(f"starting service ({label}) ...", file=sys.stderr, flush=True)
         with start_server(env) as server:
             if i == 0 and args.http_runs:
@@ -107,6 +113,7 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                     "workers": workers,
                     "threads": threads,
                     "opencv_threads": cv_threads,
+                    "solo_threads": solo,
                 }
                 bar.close()
             if args.load_levels:
@@ -123,12 +130,14 @@ def run_http_and_load(args: argparse.Namespace, result: dict[str, Any], image: A
                     )[0]
                     add_cpu_cost(run, server.cpu_seconds() - cpu0, time.process_time() - client0)
                     run["workers"], run["threads"], run["opencv_threads"] = workers, threads, cv_threads
+                    run["solo_threads"] = solo
                     run["default_setup"] = i == 0 and not args.load_setups_given
                     load_runs.append(run)
             servers[label] = {
                 "workers": workers,
                 "threads": threads,
                 "opencv_threads": cv_threads,
+                "solo_threads": solo,
                 "memory": server.memory(),
             }
     if load_runs:
@@ -153,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-duration", type=float, default=10.0, help="seconds per level")
     ap.add_argument(
         "--load-setups",
-        default="1x2,2x1o1",
-        help="server setups WORKERSxTHREADS[oOPENCV_THREADS], comma-separated",
+        default="1x2,1x2s1,2x1",
+        help=f"server setups {SETUP_SYNTAX}, comma-separated (the first: the shipped defaults)",
     )
     ap.add_argument(
         "--detect-max-side", type=int, default=None, help="what-if: YuNet input size (default 640)"

@@ -65,11 +65,13 @@ class FaceDetector:
         score_threshold: float = DETECTOR_SCORE_THRESHOLD,
         nms_threshold: float = DETECTOR_NMS_THRESHOLD,
         max_side: int = DETECT_MAX_SIDE,
+        num_threads: int = 1,
     ):
         self.model_path = str(model_path)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = max_side
+        self.num_threads = num_threads  # LiteRT / onnxruntime; OpenCV's pool is process-wide (setNumThreads)
         self._load()
 
     def _load(self) -> None:
@@ -338,7 +340,7 @@ class YuNetDetector(FaceDetector):
     runtime = "litert"
 
     def _load(self) -> None:
-        self._net = ENGINES[self.runtime](self.model_path, num_threads=1)
+        self._net = ENGINES[self.runtime](self.model_path, num_threads=self.num_threads)
 
     def _rows(self, rgb: np.ndarray) -> np.ndarray | None:
         outputs, pad_w, pad_h = self._net(rgb)
@@ -392,6 +394,7 @@ def make_detector(
     score_threshold: float = DETECTOR_SCORE_THRESHOLD,
     nms_threshold: float = DETECTOR_NMS_THRESHOLD,
     max_side: int = DETECT_MAX_SIDE,
+    num_threads: int = 1,
 ) -> FaceDetector:
     """A detector for one runtime name (the card's `detector.runtime`, or a setting)."""
     try:
@@ -399,7 +402,7 @@ def make_detector(
     except KeyError:
         known = sorted(DETECTOR_RUNTIMES)
         raise ValueError(f"unknown detector runtime {runtime!r}; known: {known}") from None
-    return cls(model_path, score_threshold, nms_threshold, max_side)
+    return cls(model_path, score_threshold, nms_threshold, max_side, num_threads)
 
 
 Box = tuple[int, int, int, int]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from masklite.card import MASK_LABEL, UNKNOWN_LABEL, ModelCard
-from masklite.classifier import Classifier, preprocess
+from masklite.classifier import Classifier, resize_crops
 from masklite.faces import DETECT_MAX_SIDE, FaceDetector, crop_face, scale_box
 from masklite.image import DEFAULT_MAX_PIXELS, decode_image_reduced
 
@@ -93,7 +93,7 @@ def predict_faces(
         if precision
         else card.input_for_model(classifier.name, classifier.input_size)
     )
-    probs = classifier.predict(preprocess(crops, spec)) if crops else np.zeros((0, len(card.labels)))
+    probs = classifier.predict_pixels(resize_crops(crops, spec), spec)  # no crops: (0, classes), no invoke
     t2 = time.perf_counter()
     if full_size is not None and full_size != (width, height):
         boxes = [scale_box(b, full_size[0] / width, full_size[1] / height, *full_size) for b in boxes]

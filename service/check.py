@@ -96,7 +96,8 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
         via = f"; {runtime} runs {run_path.name}" if run_path != det_path else f"; {runtime}"
         r.line("ok", "detector", f"{spec.name} {det_path}, {sha}{via}, loads in {ms:.0f} ms")
         cpus = _cpus()
-        ocv = "OpenCV default" if settings.opencv_threads is None else f"OpenCV {settings.opencv_threads}"
+        ocv = "OpenCV default" if settings.opencv_threads < 0 else f"OpenCV {settings.opencv_threads}"
+        ocv += f", a lone request on {settings.solo_threads} LiteRT threads"
         threads = f"{settings.threads} inference threads x {settings.workers} workers, {ocv}, {cpus} CPUs"
         if settings.threads * settings.workers > cpus:
             r.line("warn", "threads", f"{threads}: more inference threads than CPUs (MASKLITE_THREADS)")

@@ -49,6 +49,9 @@ INFLIGHT = Gauge(
 )
 REJECTIONS = Counter("masklite_rejections_total", "Requests refused before inference, by reason", ["reason"])
 FACES = Counter("masklite_faces_total", "Faces returned, by model precision and label", ["model", "label"])
+SOLO = Counter(
+    "masklite_solo_requests_total", "Requests that ran alone in flight, on solo_threads LiteRT threads"
+)
 READY = Gauge("masklite_ready", "1 when models are loaded and warmed up", multiprocess_mode="min")
 
 

@@ -14,6 +14,7 @@ from masklite.classifier import (
     preprocess,
     quantize,
     resize_crop,
+    resize_crops,
 )
 from tests.masklite.conftest import half_dark
 
@@ -93,3 +94,26 @@ def test_classifier_loads_from_bytes(tiny_card: ModelCard) -> None:
 
     clf = Classifier((FIXTURES / tiny_card.models["int8"].file).read_bytes())
     assert clf.name == "<in-memory>" and clf.precision == "int8"
+
+
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_predict_pixels_gives_the_same_numbers_as_the_float_path(
+    tiny_classifier: Classifier, tiny_card: ModelCard, color: str
+) -> None:
+    """The lookup table is normalize + quantize of the 256 pixel values: the model input, and so the
+    probabilities, are exactly those of predict(preprocess(...)), in both channel orders."""
+    spec = tiny_card.input.model_copy(update={"color": color})
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (s, s + 5, 3), dtype=np.uint8) for s in (12, 24, 50)]
+    crops.append(half_dark(30, "bottom"))
+    pixels = resize_crops(crops, spec)
+    assert pixels.dtype == np.uint8 and pixels.shape == (4, 24, 24, 3)
+    assert np.array_equal(
+        tiny_classifier.predict_pixels(pixels, spec), tiny_classifier.predict(preprocess(crops, spec))
+    )
+    # a different spec (other scale) gets its own table, not the cached one
+    other = spec.model_copy(update={"scale": spec.scale / 2})
+    assert np.array_equal(
+        tiny_classifier.predict_pixels(pixels, other), tiny_classifier.predict(preprocess(crops, other))
+    )
+    assert tiny_classifier.predict_pixels(resize_crops([], spec), spec).shape == (0, 2)

@@ -64,6 +64,8 @@ def test_metrics_count_requests(live_server: str) -> None:
                 _value(a, stage, stage=s, model=precision) == _value(b, stage, stage=s, model=precision) + 1
             )
     assert _value(a, "masklite_http_request_duration_seconds_count", route="/v1/predict") >= 3
+    # one request at a time: each ran alone, on the solo interpreters (MASKLITE_SOLO_THREADS)
+    assert _value(a, "masklite_solo_requests_total") == _value(b, "masklite_solo_requests_total") + 2
     assert "masklite_inflight_requests" in a
     assert "# TYPE masklite_rejections_total counter" in a
     assert _value(a, "masklite_ready") == 1.0
