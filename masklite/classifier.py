@@ -50,11 +50,18 @@ class Classifier:
     quantising and dequantising at the edges when the model has int8 input/output.
     """
 
-    def __init__(self, model: Path | str | bytes, num_threads: int = 1, spec: InputSpec | None = None):
+    def __init__(
+        self,
+        model: Path | str | bytes,
+        num_threads: int = 1,
+        spec: InputSpec | None = None,
+        name: str | None = None,
+    ):
         self.spec = spec  # the card's input spec for this model, when the loader knows it
         if isinstance(model, bytes):
+            # LiteRT reads the weights in place: interpreters built from the same bytes share one copy
             self._interpreter = Interpreter(model_content=model, num_threads=num_threads)
-            self.name = "<in-memory>"
+            self.name = name or "<in-memory>"
         else:
             self._interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
             self.name = Path(model).name

@@ -6,10 +6,12 @@ run on those threads, never on the event loop. At most `max_inflight` requests a
 (running or waiting for a thread); the next one is refused at once with 503 + Retry-After, so the queue
 cannot grow under overload.
 
-A request that is alone in flight runs on one more set of interpreters, built with `solo_threads` LiteRT
-threads: on an idle server the other cores would sit unused, so a lone request takes them (the 640x480
-target: detector 8.2 -> 5.2 ms wall for 9.8 ms of CPU). As soon as two requests are in flight each runs
-on its own thread's 1-thread interpreters, which is the cheaper way to spend the CPU under load.
+A request that is alone in flight runs on one more detector and one more classifier of the default
+precision, built with `solo_threads` LiteRT threads: on an idle server the other cores would sit unused,
+so a lone request takes them (the 640x480 target: detector 8.2 -> 5.2 ms wall for 9.8 ms of CPU). Other
+precisions classify on their thread's own interpreter (a float32 interpreter costs ~20 MB). As soon as
+two requests are in flight each runs on its own thread's 1-thread interpreters, which is the cheaper way
+to spend the CPU under load.
 
 Loading never raises: a missing card, a missing/corrupt/sha-mismatched model or a missing/corrupt
 detector is logged, recorded, and reported by /health/ready (not ready, with the reason); the process
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
+import hashlib
 import logging
 import re
 import threading
@@ -52,6 +56,26 @@ WARMUP_SHAPE = (480, 640, 3)
 _DIRS = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\":,;()\[\]]+)+[/\\]")
 
 
+# glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+MALLOC_ARENAS = 2
+MMAP_THRESHOLD = 1 << 20
+
+
+def tame_malloc() -> bool:
+    """Fewer resident bytes per worker (~10 MB of ~300 under load) from glibc's allocator: at most
+    MALLOC_ARENAS arenas (it gives each new thread its own, up to 8 per core, and freed frame buffers stay
+    resident in each), and blocks of 1 MB or more always mmap'd and returned to the system on free (by
+    default that threshold rises after each such free, so later frames stay in the heap). Call before the
+    inference threads start. A no-op where the C library is not glibc; False then."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        arenas = libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        return bool(arenas and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def redact_paths(text: str) -> str:
     """A reason fit for unauthenticated routes: file names stay, the server's directories go."""
     return _DIRS.sub("", text)
@@ -61,6 +85,9 @@ def redact_paths(text: str) -> str:
 class ModelState:
     precision: str
     path: Path | None = None
+    # the verified file's bytes: every interpreter of this precision (per thread, solo) reads its weights
+    # from this one copy (~10 MB per float32 interpreter saved)
+    content: bytes | None = None
     loaded: bool = False
     error: str | None = None
 
@@ -148,6 +175,7 @@ class Runtime:
         """Blocking: card -> sha256 -> probe interpreters -> detector -> per-thread warm-up -> ready."""
         self.phase = "loading"
         t0 = time.perf_counter()
+        tame_malloc()
         cv2.setNumThreads(self.settings.opencv_threads)
         models_dir = self.settings.models_dir
         try:
@@ -170,7 +198,7 @@ class Runtime:
             self._executor = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="masklite-infer")
             self._warm_all_threads()
             if self.settings.solo_threads > 1:
-                solo = self._build_state(self.settings.solo_threads)
+                solo = self._build_state(self.settings.solo_threads, [self.default_precision()])
                 self._warm_state(solo)
                 self._solo = solo
         except Exception as exc:  # noqa: BLE001
@@ -208,13 +236,16 @@ class Runtime:
         state = ModelState(precision)
         try:
             path = verify_model_file(self.card, models_dir, precision)  # type: ignore[arg-type]
-            Classifier(path, num_threads=1)  # probe: a file with the right hash can still be unloadable
+            content = path.read_bytes()
+            if hashlib.sha256(content).hexdigest() != self.card.models[precision].sha256:  # type: ignore[union-attr]
+                raise ChecksumError(f"{path.name} changed while it was being loaded")
+            Classifier(content, num_threads=1)  # probe: a file with the right hash can still be unloadable
         except Exception as exc:  # noqa: BLE001
             message = f"model {precision!r}: {type(exc).__name__}: {exc}"
             state.error = redact_paths(message)
             log.error("model %s unusable: %s", precision, message)
             return state
-        state.path, state.loaded = path, True
+        state.path, state.content, state.loaded = path, content, True
         return state
 
     def _load_detector(self) -> None:
@@ -258,15 +289,17 @@ class Runtime:
             self.detector.runtime, path, spec.score_threshold, spec.nms_threshold, side, num_threads
         )
 
-    def _build_state(self, num_threads: int) -> _ThreadState:
-        """One classifier per loaded precision and one detector, on `num_threads` LiteRT threads each."""
+    def _build_state(self, num_threads: int, precisions: list[str] | None = None) -> _ThreadState:
+        """One classifier per loaded precision (or those given) and one detector, on `num_threads` LiteRT
+        threads each."""
         state = _ThreadState()
         for precision, m in self.models.items():
-            if m.loaded:
+            if m.loaded and (precisions is None or precision in precisions):
                 state.classifiers[precision] = Classifier(
-                    m.path,  # type: ignore[arg-type]
+                    m.content,  # type: ignore[arg-type]
                     num_threads=num_threads,
                     spec=self.card.input_for(precision),  # type: ignore[union-attr]
+                    name=m.path.name,  # type: ignore[union-attr]
                 )
         if self.detector.available:
             state.detector = self._make_detector(self.detector.path, num_threads)  # type: ignore[arg-type]
@@ -376,12 +409,13 @@ class Runtime:
         # alone in flight (this request is the one admitted): take the idle cores, if no lone request
         # that has company by now still holds them
         solo = self._solo is not None and self._inflight == 1 and self._solo_lock.acquire(blocking=False)
-        state = self._solo if solo else self._thread_state()
+        own = self._thread_state()
+        state = self._solo if solo else own
         try:
             res = infer_bytes(
                 data,
                 self.card,  # type: ignore[arg-type]
-                state.classifiers[precision],  # type: ignore[union-attr]
+                state.classifiers.get(precision) or own.classifiers[precision],  # type: ignore[union-attr]
                 state.detector,  # type: ignore[union-attr]
                 detect_faces,
                 min_face,
