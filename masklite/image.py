@@ -81,7 +81,7 @@ def decode_image_reduced(
             # EXIF orientations 5-8 turn the image a quarter: the full size swaps its sides too
             turned = img.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
             return to_rgb_array(img), ((height, width) if turned else (width, height))
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(str(exc)) from exc
@@ -117,7 +117,8 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    # already RGB (most photos): no converted copy; numpy copies the pixels out once
+    return np.ascontiguousarray(np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8))
 
 
 def read_image_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -18,17 +18,12 @@ import json
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.httpbench import http_vs_inprocess
-from bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
-from bench.report import format_result, save_chart
-from bench.runner import BenchConfig, Progress, run_benchmark
-from bench.targets import checks_as_json, evaluate_targets, format_checks
 from masklite import charts_available
 from masklite.card import ModelCard, load_card
 from masklite.evalset import EvalSetError, EvalSetLimits, default_evalset_path, load_evalset
@@ -43,6 +38,10 @@ from service.errors import ApiError, error_responses
 from service.jobqueue import JobFn, JobQueue, QueueFull, StorageUnavailable, UnknownKind, register_job_kind
 from service.schemas import JobAccepted
 from service.settings import Settings
+
+if TYPE_CHECKING:  # the benchmark code itself is imported by the job process only (run_benchmark_job)
+    from bench.images import BenchImage
+    from bench.runner import Progress
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -290,6 +289,14 @@ def run_benchmark_job(
 ) -> dict[str, Any]:
     """In-process benchmark (+ HTTP round trip against this service) -> artifacts in out_dir; the result.
     result.json has the schema of `python -m bench`'s benchmark.json."""
+    # imported here, in the job process: the API process never runs a benchmark, and these modules (with
+    # httpx and rich) would add ~9 MB to every API worker
+    from bench.httpbench import http_vs_inprocess
+    from bench.images import BenchImage
+    from bench.report import format_result, save_chart
+    from bench.runner import BenchConfig, run_benchmark
+    from bench.targets import checks_as_json, evaluate_targets, format_checks
+
     uploaded = [BenchImage(name[:100], data) for name, data in images[:MAX_UPLOADED_IMAGES]]
     config = BenchConfig(
         models_dir=models_dir,
@@ -342,6 +349,8 @@ def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress:
 
 
 def _http_image(uploaded: list[BenchImage]) -> BenchImage | None:
+    from bench.images import load_scenes, make_target_image, scenes_dir  # job process only, as above
+
     if uploaded:
         return uploaded[0]
     directory = scenes_dir()
