@@ -5,6 +5,7 @@ Training writes it, the service reads it, so the two cannot drift.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -168,16 +169,31 @@ class ChecksumError(ValueError):
 
 def verify_model_file(card: ModelCard, models_dir: Path, precision: str) -> Path:
     """Return the model path after checking it exists and matches the card's sha256."""
-    entry = card.models[precision]
-    path = models_dir / entry.file
+    path = _model_path(card, models_dir, precision)
+    _check_model_sha256(card, precision, path, sha256_file(path))
+    return path
+
+
+def read_model_file(card: ModelCard, models_dir: Path, precision: str) -> tuple[Path, bytes]:
+    """The model's path and bytes, read once and checked against the card's sha256: the bytes a caller
+    loads are exactly the bytes that were checked."""
+    path = _model_path(card, models_dir, precision)
+    content = path.read_bytes()
+    _check_model_sha256(card, precision, path, hashlib.sha256(content).hexdigest())
+    return path, content
+
+
+def _model_path(card: ModelCard, models_dir: Path, precision: str) -> Path:
+    path = models_dir / card.models[precision].file
     if not path.is_file():
         raise FileNotFoundError(f"model file for {precision!r} missing: {path}")
-    actual = sha256_file(path)
-    if actual != entry.sha256:
-        raise ChecksumError(
-            f"{path.name}: sha256 {actual[:12]}… does not match the card ({entry.sha256[:12]}…)"
-        )
     return path
+
+
+def _check_model_sha256(card: ModelCard, precision: str, path: Path, actual: str) -> None:
+    expected = card.models[precision].sha256
+    if actual != expected:
+        raise ChecksumError(f"{path.name}: sha256 {actual[:12]}… does not match the card ({expected[:12]}…)")
 
 
 def verify_detector_file(card: ModelCard, path: Path) -> Path:

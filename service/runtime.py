@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
-import hashlib
 import logging
 import re
 import threading
@@ -38,7 +37,7 @@ import cv2
 import numpy as np
 from fastapi import Request
 
-from masklite.card import ChecksumError, ModelCard, load_card, verify_detector_file, verify_model_file
+from masklite.card import ChecksumError, ModelCard, load_card, read_model_file, verify_detector_file
 from masklite.classifier import Classifier
 from masklite.faces import FaceDetector, make_detector, resolve_detector_file
 from masklite.paths import resolve_detector_path
@@ -231,10 +230,7 @@ class Runtime:
     def _load_model(self, models_dir: Path, precision: str) -> ModelState:
         state = ModelState(precision)
         try:
-            path = verify_model_file(self.card, models_dir, precision)  # type: ignore[arg-type]
-            content = path.read_bytes()
-            if hashlib.sha256(content).hexdigest() != self.card.models[precision].sha256:  # type: ignore[union-attr]
-                raise ChecksumError(f"{path.name} changed while it was being loaded")
+            path, content = read_model_file(self.card, models_dir, precision)  # type: ignore[arg-type]
             Classifier(content, num_threads=1)  # probe: a file with the right hash can still be unloadable
         except Exception as exc:  # noqa: BLE001
             message = f"model {precision!r}: {type(exc).__name__}: {exc}"

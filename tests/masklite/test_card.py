@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from masklite.card import ChecksumError, InputSpec, ModelCard, load_card, save_card, verify_model_file
+from masklite.card import (
+    ChecksumError,
+    InputSpec,
+    ModelCard,
+    load_card,
+    read_model_file,
+    save_card,
+    verify_model_file,
+)
 from tests.masklite.conftest import FIXTURES
 
 
@@ -52,3 +60,15 @@ def test_verify_model_file_checks_the_sha256(tmp_path: Path, tiny_card: ModelCar
     (tmp_path / "m" / "tiny_int8.tflite").write_bytes(b"not the model")
     with pytest.raises(ChecksumError):
         verify_model_file(tiny_card, tmp_path / "m", "int8")
+
+
+def test_read_model_file_returns_the_checked_bytes(tmp_path: Path, tiny_card: ModelCard) -> None:
+    shutil.copytree(FIXTURES, tmp_path / "m")
+    path, content = read_model_file(tiny_card, tmp_path / "m", "int8")
+    assert path.name == "tiny_int8.tflite" and content == (FIXTURES / "tiny_int8.tflite").read_bytes()
+    (tmp_path / "m" / "tiny_int8.tflite").write_bytes(b"not the model")
+    with pytest.raises(ChecksumError, match="does not match the card"):
+        read_model_file(tiny_card, tmp_path / "m", "int8")
+    (tmp_path / "m" / "tiny_int8.tflite").unlink()
+    with pytest.raises(FileNotFoundError):
+        read_model_file(tiny_card, tmp_path / "m", "int8")
