@@ -12,8 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# ---- service dependencies: pyproject.toml's base dependencies + `scale` (the Redis client, for the scale
-# deployment's replicas and workers; code changes don't reinstall) ----
+# ---- service dependencies: requirements/serve.txt, the lock of pyproject.toml's base dependencies + `scale`
+# (the Redis client, for the scale deployment's replicas and workers; code changes don't reinstall) ----
 FROM base AS deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # binutils (strip) lives only in this build stage
@@ -22,10 +22,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
-COPY pyproject.toml docker/requirements.py ./
-RUN python requirements.py pyproject.toml --extra scale > requirements.txt \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
+COPY requirements/serve.txt ./
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps -r serve.txt \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools \
  && sp=/opt/venv/lib/python3.11/site-packages \
  && rm -rf "$sp"/numpy/_core/tests "$sp"/numpy/*/tests "$sp"/numpy/f2py "$sp"/numpy/_core/include \
@@ -49,10 +48,9 @@ FROM base AS train-deps
 # --build-arg WITH_TRAIN_DEPS=0 to skip this 2 GB install. BuildKit skips unused stages by itself.
 ARG WITH_TRAIN_DEPS=1
 WORKDIR /build
-COPY pyproject.toml docker/requirements.py ./
-RUN python requirements.py pyproject.toml --extra train > requirements-train.txt \
- && python -m venv /opt/venv \
- && if [ "$WITH_TRAIN_DEPS" = "1" ]; then /opt/venv/bin/pip install --no-cache-dir -r requirements-train.txt; \
+COPY requirements/train.txt ./
+RUN python -m venv /opt/venv \
+ && if [ "$WITH_TRAIN_DEPS" = "1" ]; then /opt/venv/bin/pip install --no-cache-dir --no-deps -r train.txt; \
     else echo "WITH_TRAIN_DEPS=$WITH_TRAIN_DEPS: training dependencies not installed"; fi
 
 # ---- train: python -m training build, data and weights mounted as volumes (see docker-compose.yml) ----

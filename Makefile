@@ -5,21 +5,25 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-# install the declared dependencies (pyproject.toml, plus extras $(1)) that this venv lacks; $(2) says what
-install_missing = @reqs="$$($(PY) docker/requirements.py pyproject.toml --missing $(1))"; \
+# install the pins of lock file $(1) (requirements/*.txt, from pyproject.toml by `make lock`) that this venv
+# lacks; $(2) says what
+install_missing = @reqs="$$($(PY) docker/requirements.py $(1) --missing)"; \
 	if [ -n "$$reqs" ]; then echo "installing $(2) into $(VENV)/ (once)"; \
 	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 
-.PHONY: setup serve serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
+.PHONY: lock setup serve serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-serve-deps: | $(PY)  ## the serving dependencies only: pyproject's base list, no extras, no TensorFlow
-	$(call install_missing,,the serving dependencies)
+serve-deps: | $(PY)  ## the serving dependencies only (requirements/serve.txt): no TensorFlow
+	$(call install_missing,requirements/serve.txt,the serving dependencies)
 
-test-deps: | $(PY)  ## serving + test + training + chart + Redis dependencies (extras dev, train, charts, scale)
-	$(call install_missing,--extra train --extra dev --extra charts --extra scale,the test and training dependencies)
+test-deps: | $(PY)  ## serving + test + training + chart + Redis dependencies (requirements/dev.txt: every extra)
+	$(call install_missing,requirements/dev.txt,the test and training dependencies)
+
+lock: test-deps  ## after editing pyproject.toml's dependencies: requirements/*.txt again (uv pip compile)
+	requirements/compile.sh
 
 setup: test-deps  ## everything (service, training, dev) in .venv/
 

@@ -1,33 +1,24 @@
-"""Print a requirements list from pyproject.toml, so installs take exactly the declared dependencies.
+"""Print the pinned requirements of a lock file (requirements/*.txt) that this interpreter lacks.
 
-    python docker/requirements.py pyproject.toml [--extra train] [--missing]
+    python docker/requirements.py requirements/dev.txt [--missing]
 
-The Docker build uses it to install the base dependencies; `make serve` / `make test` use `--missing` to
-install only what the current interpreter lacks (a second run installs nothing). Only the standard
-library (tomllib) plus, for `--missing`, `packaging` (pip's vendored copy in a bare venv): it runs before
-anything is installed.
+`make serve` / `make test` use `--missing` to install only what the venv lacks, at the locked version (a
+second run installs nothing). Only the standard library plus `packaging` (pip's vendored copy in a bare
+venv): it runs before anything is installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
-import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 
-def requirement_name(req: str) -> str:
-    return re.split(r"[<>=!~\[;@ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
-def requirements(pyproject: Path, extras: list[str]) -> list[str]:
-    project = tomllib.loads(pyproject.read_text())["project"]
-    reqs = list(project["dependencies"])
-    for extra in extras:
-        reqs += project["optional-dependencies"][extra]
-    return reqs
+def locked(lock: Path) -> list[str]:
+    """The `name==version ; marker` lines of a lock file written by `uv pip compile` (comments dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in lock.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("-")]
 
 
 def _requirement_class() -> Any:
@@ -38,34 +29,30 @@ def _requirement_class() -> Any:
     return Requirement
 
 
-def _satisfied(text: str, requirement: Any, extra: str = "") -> bool:
-    req = requirement(text)
-    if req.marker is not None and not req.marker.evaluate({"extra": extra}):
-        return True  # not meant for this platform / extra
-    try:
-        version = metadata.version(req.name)
-    except metadata.PackageNotFoundError:
-        return False
-    if req.specifier and not req.specifier.contains(version, prereleases=True):
-        return False
-    # uvicorn[standard]: the extra's own requirements must be there too
-    subs = metadata.requires(req.name) or []
-    return all(_satisfied(sub, requirement, extra=x) for x in req.extras for sub in subs if "extra" in sub)
-
-
 def missing(reqs: list[str]) -> list[str]:
-    """The requirements this interpreter does not satisfy (absent, or a version outside the range)."""
+    """The requirements this interpreter does not satisfy: absent, or another version than the pin."""
     requirement = _requirement_class()
-    return [r for r in reqs if not _satisfied(r, requirement)]
+    out = []
+    for text in reqs:
+        req = requirement(text)
+        if req.marker is not None and not req.marker.evaluate():
+            continue  # not meant for this platform
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            out.append(text)
+            continue
+        if not req.specifier.contains(version, prereleases=True):
+            out.append(text)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pyproject", type=Path)
-    parser.add_argument("--extra", action="append", default=[], help="also an optional-dependencies group")
+    parser.add_argument("lock", type=Path)
     parser.add_argument("--missing", action="store_true", help="only those this interpreter lacks")
     args = parser.parse_args()
-    reqs = requirements(args.pyproject, args.extra)
+    reqs = locked(args.lock)
     print("\n".join(missing(reqs) if args.missing else reqs))
 
 

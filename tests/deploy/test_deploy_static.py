@@ -6,7 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO_ROOT, skip_or_fail
 
@@ -114,17 +117,38 @@ def test_build_context_is_small() -> None:
     assert not allowed & {".venv", "work", "data", ".git", "tests"}
 
 
-def test_requirements_from_pyproject() -> None:
+def test_locks_pin_every_declared_dependency() -> None:
+    """requirements/*.txt pin (==) every dependency pyproject.toml declares for them; serve.txt has no
+    TensorFlow; one package has one version across the locks."""
     sys.path.insert(0, str(REPO_ROOT / "docker"))
     try:
-        from requirements import requirement_name, requirements
+        from requirements import locked
     finally:
         sys.path.pop(0)
-    runtime = {requirement_name(r) for r in requirements(REPO_ROOT / "pyproject.toml", [])}
-    assert {"fastapi", "uvicorn", "ai-edge-litert", "opencv-python-headless", "numpy"} <= runtime
-    assert not any("tensorflow" in n for n in runtime)
-    train = {requirement_name(r) for r in requirements(REPO_ROOT / "pyproject.toml", ["train"])}
-    assert "tensorflow-cpu" in train
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = {
+        "serve": project["dependencies"] + extras["scale"],
+        "train": project["dependencies"] + extras["train"],
+        "dev": project["dependencies"] + [r for group in extras.values() for r in group],
+    }
+    versions: dict[str, str] = {}
+    for name, declared in wanted.items():
+        pins = {}
+        for line in locked(REPO_ROOT / "requirements" / f"{name}.txt"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = spec.version
+        for text in declared:
+            req = Requirement(text)
+            assert req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True), (name, text)
+        for pkg, version in pins.items():
+            assert versions.setdefault(pkg, version) == version, (name, pkg)
+        if name == "serve":
+            assert not any("tensorflow" in pkg for pkg in pins)
 
 
 def test_image_builds_from_the_repository_alone() -> None:
