@@ -8,8 +8,6 @@
 Examples:
     python -m robustness run --precision int8 --workers 2 --out work/robustness/int8
     python -m robustness run --precision float32 --layers 0,-1 --kinds noise --noise-sigmas 0.5
-
-The old name, `python -m masklite.robustness_cli`, is kept as an alias for one release.
 """
 
 from __future__ import annotations
