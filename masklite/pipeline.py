@@ -128,7 +128,7 @@ def predict_frame(
     t2 = time.perf_counter()
     if (full_w, full_h) != (width, height):
         boxes = [scale_box(b, full_w / width, full_h / height, full_w, full_h) for b in boxes]
-    mask_index = card.mask_index
+    mask_index = card.labels.index(MASK_LABEL)
     faces = [
         FaceResult(
             box=box,

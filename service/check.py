@@ -21,10 +21,10 @@ from typing import TypeVar
 
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import load_detector
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import Models, PredictOptions, predict_frame
+from service.runtime import load_served_detector
 from service.settings import Settings
 
 SAMPLE_IMAGE = DEFAULT_MODELS_DIR / "samples" / "astronaut_pair.jpg"
@@ -77,18 +77,15 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
             r.line("ok", f"model {precision}", f"{entry.file}, sha256 {entry.sha256[:12]}… matches the card, "
                    f"loads in {ms:.0f} ms")  # fmt: skip
         spec = card.detector
-        detector, ms = r.step(
-            "detector",
-            lambda: load_detector(
-                spec,
-                settings.models_dir,
-                runtime=settings.detector_runtime,
-                path=settings.detector_path,
-                max_side=settings.detect_max_side,
-            ),
-        )
-        det_path, runtime, run_path = detector.files.source, detector.runtime, detector.model_path  # type: ignore[union-attr]
-        sha = f"sha256 {spec.sha256[:12]}… matches the card" if spec.sha256 else "no sha256 in the card"
+        detector, ms = r.step("detector", lambda: load_served_detector(settings, spec))
+        files = detector.files
+        assert files is not None  # load_detector records them
+        det_path, runtime, run_path = files.source, detector.runtime, detector.model_path
+        sha = {
+            True: f"sha256 {spec.sha256 and spec.sha256[:12]}… matches the card",
+            False: "sha256 does NOT match the card (MASKLITE_DETECTOR_OPTIONAL: OpenCV runs it as it is)",
+            None: "no sha256 in the card",
+        }[files.sha256_ok]
         via = f"; {runtime} runs {run_path.name}" if run_path != det_path else f"; {runtime}"
         r.line("ok", "detector", f"{spec.name} {det_path}, {sha}{via}, loads in {ms:.0f} ms")
         cpus = _cpus()

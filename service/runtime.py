@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from fastapi import Request
 
-from masklite.card import ChecksumError, ModelCard, load_card, read_model_file
+from masklite.card import ChecksumError, DetectorSpec, ModelCard, load_card, read_model_file
 from masklite.classifier import Classifier
 from masklite.faces import YuNet, load_detector
 from masklite.pipeline import ImageResult, Models, PredictOptions, predict_frame, predict_image
@@ -65,6 +65,13 @@ def tame_malloc() -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS))
     except (OSError, AttributeError):
         return False
+
+
+def load_served_detector(settings: Settings, spec: DetectorSpec) -> YuNet:
+    """The detector as the settings serve it (`python -m service check` loads it the same way)."""
+    options = {"runtime": settings.detector_runtime, "path": settings.detector_path}
+    options |= {"max_side": settings.detect_max_side, "accept_other": settings.detector_optional}
+    return load_detector(spec, settings.models_dir, **options)
 
 
 def redact_paths(text: str) -> str:
@@ -236,14 +243,7 @@ class Runtime:
         self.detector.name = spec.name
         self.detector.file = s.detector_path.name if s.detector_path else spec.file
         try:
-            detector = load_detector(
-                spec,
-                s.models_dir,
-                runtime=s.detector_runtime,
-                path=s.detector_path,
-                max_side=s.detect_max_side,
-                accept_other=s.detector_optional,
-            )
+            detector = load_served_detector(s, spec)
         except Exception as exc:  # noqa: BLE001 - reported by /health/ready, never a crash
             if isinstance(exc, ChecksumError):
                 self.detector.sha256_ok = False

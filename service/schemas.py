@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from masklite.pipeline import PredictOptions
-
 MODEL_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 MAX_MIN_FACE = 10_000
 # detector input side a client may ask for: below 160 YuNet finds little, above 1280 costs ~4x 640
@@ -57,7 +55,8 @@ class PredictResponse(BaseModel):
 
 class PredictQuery(BaseModel):
     """The predict options a client sets: the query of /v1/predict and the fields of /v1/predict/snapshot.
-    `options()` turns them into the core's PredictOptions, the one object passed down the request path."""
+    The router turns them into the core's PredictOptions (same names), the one object passed down the
+    request path."""
 
     model: str = Field(
         "int8", pattern=MODEL_PATTERN, description="a precision from /v1/models: int8 (default), float32, ..."
@@ -73,11 +72,6 @@ class PredictQuery(BaseModel):
         description="detector input's longer side (px); smaller is faster, finds fewer small faces. "
         "Default: MASKLITE_DETECT_MAX_SIDE. Images are never enlarged to it",
     )
-
-    def options(self, max_pixels: int) -> PredictOptions:
-        return PredictOptions(
-            **self.model_dump(include=set(PredictQuery.model_fields)), max_pixels=max_pixels
-        )
 
 
 class SnapshotRequest(PredictQuery):

@@ -82,7 +82,8 @@ def _options(rt: Runtime, query: PredictQuery) -> PredictOptions:
     """The request's options, once the runtime can serve them (else a 4xx/503 ApiError)."""
     rt.resolve_precision(query.model)
     rt.check_detector(query.detect_faces)
-    return query.options(rt.settings.max_pixels)
+    asked = query.model_dump(include=set(PredictQuery.model_fields))  # a snapshot's image is no option
+    return PredictOptions(**asked, max_pixels=rt.settings.max_pixels)
 
 
 async def _predict(rt: Runtime, data: bytes, options: PredictOptions) -> ImageResult:
