@@ -22,10 +22,10 @@ from masklite.evalset import EvalSetError
 from masklite.paths import DEFAULT_MODELS_DIR, REPO_ROOT
 from robustness.console import print_summary, progress_bar
 from robustness.errors import RobustnessError
+from robustness.evaluate import evaluate_spec, load_model_for
 from robustness.outputs import write_outputs
 from robustness.perturb import KINDS
 from robustness.report import build_report
-from robustness.run import evaluate_spec, load_model_for
 from robustness.spec import GridSpec
 
 

@@ -30,7 +30,7 @@ from masklite.evalset import EvalSetError, EvalSetLimits, default_evalset_path, 
 from masklite.image import ImageError, decode_image
 from masklite.paths import ENV_DETECTOR_PATH, env_path
 from robustness.errors import RobustnessError
-from robustness.run import run_job as robustness_job
+from robustness.evaluate import run_job as robustness_job
 from robustness.spec import MAX_CELLS, GridSpec
 from robustness.surgery import TFLiteModel
 from service.bodies import Part, PartRule, read_job_body
