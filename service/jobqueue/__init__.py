@@ -6,7 +6,7 @@ or on Redis (replicas and workers on any number of machines). One job model, one
     job = queue.submit(kind, params, public_params)
 
 model.py the Job record, states, errors, kinds · store.py SQLite/Redis records · queue.py the API ·
-runner.py executes jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
+job_runner.py runs jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
 worker.py `python -m service worker`.
 """
 

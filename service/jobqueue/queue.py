@@ -23,6 +23,7 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 
 from service.jobqueue.artifacts import ArtifactStore
+from service.jobqueue.job_runner import INTERRUPTED, JobRunner, worker_process_gone
 from service.jobqueue.locks import RunnerLock
 from service.jobqueue.model import (
     CANCELLED,
@@ -35,7 +36,6 @@ from service.jobqueue.model import (
     UnknownKind,
     job_kind,
 )
-from service.jobqueue.runner import INTERRUPTED, Runner, worker_process_gone
 from service.jobqueue.store import JobStore, open_store
 
 log = logging.getLogger("masklite.jobs")
@@ -73,7 +73,7 @@ class JobQueue:
         self.artifacts = ArtifactStore(self.jobs_dir)
         self.backend = "redis" if self.broker_url else "sqlite"
         self.storage_error: str | None = None
-        self.runner: Runner | None = None
+        self.runner: JobRunner | None = None
         self._store: JobStore | None = None
         self._huey: Huey | None = None
         self._runner_lock = None if self.broker_url else RunnerLock(self.jobs_dir / ".runner.lock")
@@ -309,7 +309,7 @@ class JobQueue:
         wanted = self.run_jobs and self.runner is None and not self._closing.is_set()
         if wanted and (self._runner_lock is None or self._runner_lock.acquire()):
             self.reap()  # before running anything: a predecessor's jobs are not ours to keep
-            self.runner = Runner(self, self.slots, self.nice, self.lock_dir)
+            self.runner = JobRunner(self, self.slots, self.nice, self.lock_dir)
             self.runner.start()
         if self.runner is not None:
             store.register_worker(self.runner.worker_id, self.slots)

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from service.jobqueue import FINISHED, Job, JobQueue, QueueFull, register_job_kind
+from service.jobqueue.job_runner import HOSTNAME
 from service.jobqueue.queue import LOST
-from service.jobqueue.runner import HOST
 from service.jobqueue.store import JobStore, RedisStore, SqliteStore
 from tests.conftest import free_port, skip_or_fail
 
@@ -45,8 +45,8 @@ def sleepy(params: dict[str, Any], progress: Callable[[float, dict | None], None
     return {"steps": steps, "blob": len(params.get("blob", b"")), "start": started, "end": time.time()}
 
 
-register_job_kind("test-sleep", sleepy)
-register_job_kind("test-alone", sleepy, exclusive=True)
+register_job_kind("test-sleep", f"{__name__}:sleepy")
+register_job_kind("test-alone", f"{__name__}:sleepy", exclusive=True)
 
 
 # ------------------------------------------------------------------ a real redis-server
@@ -225,7 +225,7 @@ def test_job_runs_on_the_worker_and_every_replica_sees_it(pair: tuple[JobQueue, 
     api, worker = pair
     submitted = api.submit("test-sleep", {"steps": 20, "dt": 0.1, "blob": b"z" * 50_000}, {"steps": 20})
     running = wait_for(api, submitted.id, {"running"})
-    assert running.worker_host == HOST and running.params == {"steps": 20}
+    assert running.worker_host == HOSTNAME and running.params == {"steps": 20}
     assert api.store.take_inputs(submitted.id) is None  # the upload left the store when the job started
     seen = wait_for(api, submitted.id, {"running"})
     deadline = time.monotonic() + TIMEOUT_S

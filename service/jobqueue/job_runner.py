@@ -1,4 +1,4 @@
-"""A Runner executes queued jobs on this host: a Huey consumer whose threads each supervise one job process.
+"""A JobRunner runs queued jobs on this host: a Huey consumer whose threads each supervise one job process.
 
 Per job, the supervising thread:
   1. takes the host lock (shared; exclusive for benchmarks), waiting while the job stays queued;
@@ -25,47 +25,48 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 from huey.api import Huey
 from huey.consumer import Consumer
 
 from service.jobqueue.artifacts import ArtifactStore
-from service.jobqueue.locks import HostLock
+from service.jobqueue.locks import HostJobLock
 from service.jobqueue.model import DONE, FAILED, QUEUED, RUNNING, Job, JobKind, StorageUnavailable, job_kind
 from service.jobqueue.process import death_reason, job_main, kill_group
 from service.jobqueue.store import JobStore
 
 log = logging.getLogger("masklite.jobs")
 
-HOST = socket.gethostname()
+HOSTNAME = socket.gethostname()  # in worker ids: which machine runs a job
 HEARTBEAT_S = 0.5  # lease renewal, progress write and cancel check, per running job
 EXIT_GRACE_S = 30.0  # a job process that lingers this long after its result is killed
 INTERRUPTED = "interrupted by restart: {who} stopped while this job was running"
 
 
-def _start_ticks(pid: int) -> str:
-    """The process's start time (clock ticks since boot): with the pid, it names one process for good."""
+def _started(pid: int) -> str:
+    """The process's start time (centiseconds since the epoch): with the pid, it names one process."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return str(round(psutil.Process(pid).create_time() * 100))
+    except psutil.Error:
         return "?"
 
 
 def make_worker_id() -> str:
     pid = os.getpid()
-    return f"{HOST}:{pid}:{_start_ticks(pid)}"
+    return f"{HOSTNAME}:{pid}:{_started(pid)}"
 
 
 def worker_process_gone(worker: str | None) -> bool:
     """True only when `worker` ran on this host and that process no longer exists."""
     try:
         host, pid, start = (worker or "").split(":")
-        return host == HOST and _start_ticks(int(pid)) != start
+        return host == HOSTNAME and _started(int(pid)) != start
     except ValueError:
         return False
 
 
-class Host(Protocol):
-    """What a runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
+class JobRunnerOwner(Protocol):
+    """What a job runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
 
     store: JobStore
     huey: Huey
@@ -92,12 +93,12 @@ class _Consumer(Consumer):
         """The hosting process (uvicorn, or the worker's main) owns the signals."""
 
 
-class Runner:
-    def __init__(self, queue: Host, slots: int, nice: int, lock_dir: Path):
+class JobRunner:
+    def __init__(self, queue: JobRunnerOwner, slots: int, nice: int, lock_dir: Path):
         self.queue = queue
         self.slots = slots
         self.nice = nice
-        self.host_lock = HostLock(lock_dir)
+        self.host_lock = HostJobLock(lock_dir)
         self.worker_id = make_worker_id()
         self._stop = threading.Event()
         self._ctx = multiprocessing.get_context("spawn")
@@ -178,7 +179,7 @@ class Runner:
         out_dir = self.queue.artifacts.job_dir(job.id)
         process = self._ctx.Process(
             target=job_main,
-            args=(kind.fn, params, str(out_dir), child, self.nice, os.getpid()),
+            args=(kind.target, params, str(out_dir), child, self.nice, os.getpid()),
             name=f"masklite-job-{kind.name}",
         )
         try:
@@ -218,7 +219,7 @@ class Runner:
                 break
             if self._stop.is_set():
                 kill_group(process.pid)
-                outcome = (FAILED, INTERRUPTED.format(who=f"the job runner ({HOST})"), None)
+                outcome = (FAILED, INTERRUPTED.format(who=f"the job runner ({HOSTNAME})"), None)
                 break
             if time.monotonic() - last_beat >= HEARTBEAT_S:
                 last_beat = time.monotonic()
