@@ -1,4 +1,4 @@
-"""`python -m service worker`: a job worker (a Huey consumer) for the scale deployment.
+"""`python -m service worker`: a job worker (a JobRunner, no API) for the scale deployment.
 
 Runs MASKLITE_MAX_JOBS jobs at once from the queue at MASKLITE_BROKER_URL (or from the embedded SQLite
 queue in MASKLITE_JOBS_DIR, then instead of the API process: MASKLITE_RUN_JOBS=false there), writing

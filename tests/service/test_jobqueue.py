@@ -3,7 +3,8 @@ started here on a free port with AOF persistence, as the scale deployment runs i
 
 Each backend runs the same tests with two JobQueues in this process, as two replicas would: `api` submits,
 reads and cancels (no runner), `worker` runs the jobs in spawned processes. Store-level tests cover what
-the API tests cannot reach: the queue bound under races, cancel-vs-finish, input TTLs, the lease reaper.
+the API tests cannot reach: the queue bound under races, cancel-vs-finish, claims, input TTLs, the lease
+reaper.
 """
 
 from __future__ import annotations
@@ -305,12 +306,27 @@ def test_a_claimed_job_whose_runner_died_is_queued_again(pair: tuple[JobQueue, J
     assert wait_for(api, j.id, {"done", "failed"}).state == "done"
 
 
-def test_a_queued_job_whose_message_was_lost_is_queued_again(pair: tuple[JobQueue, JobQueue]) -> None:
+def test_the_store_is_the_queue(pair: tuple[JobQueue, JobQueue]) -> None:
+    """Writing the record queues the job (one atomic write: no message to lose beside it), and runners take
+    the oldest queued job no one holds."""
     api, _ = pair
-    j = job(created=time.time() - api.lease_s - 1)  # queued a while ago; its message never reached the queue
-    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)
-    api.reap()
+    j = job()
+    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)  # nothing else: no message, no reaper
     assert wait_for(api, j.id, {"done", "failed"}).state == "done"
+
+
+def test_claim_next_takes_the_oldest_unclaimed_job(store: JobStore) -> None:
+    first, second, cancelled = job(), job(), job()
+    for j in (first, second, cancelled):
+        store.create(j, None, 10, 60)
+        time.sleep(0.01)
+    store.finish(cancelled.id, "cancelled")
+    assert store.claim(second.id, "w1:1:1")  # held by another runner already
+    taken = store.claim_next("w2:2:2")
+    assert taken is not None and taken.id == first.id and taken.worker == "w2:2:2"
+    assert store.claim_next("w2:2:2") is None  # second is held, cancelled is finished
+    assert store.unclaim(second.id, "w1:1:1")  # its runner let go: queued again
+    assert store.claim_next("w2:2:2").id == second.id
 
 
 def test_queued_jobs_survive_a_restart_running_ones_fail(backend: tuple[str | None, Path]) -> None:
@@ -362,9 +378,7 @@ def test_embedded_queue_needs_no_broker_and_one_runner_per_folder(tmp_path: Path
         assert (a.runner is None) != (b.runner is None)
         j = b.submit("test-sleep", {"steps": 2})
         assert wait_for(a, j.id, {"done", "failed"}).state == "done"
-        assert (tmp_path / "jobs" / "queue.sqlite3").is_file() and (
-            tmp_path / "jobs" / "jobs.sqlite3"
-        ).is_file()
+        assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()  # records and queue in one file
         assert os.listdir(tmp_path / "jobs" / j.id) == ["steps.json"] or "steps.json" in os.listdir(
             tmp_path / "jobs" / j.id
         )
