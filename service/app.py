@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from masklite import __version__
 from service.errors import ErrorResponse, install_error_handlers
 from service.jobkinds import register_job_kinds
-from service.jobqueue import JobQueue
+from service.jobqueue.queue import JobQueue
 from service.middleware import INSTANCE_ID, RequestContextMiddleware
 from service.routers import benchmark, health, jobs, models, predict, robustness, web
 from service.routers import metrics as metrics_router

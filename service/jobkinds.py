@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.jobqueue import register_job_kind
+from service.jobqueue.model import register_job_kind
 
 JOB_KINDS: dict[str, str] = {
     "robustness": "robustness.run:run_job",

@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from masklite.card import ModelCard, load_card
 from service.bodies import Part, PartRule, read_job_body
 from service.errors import ApiError, error_responses
-from service.jobqueue import JobQueue, QueueFull, StorageUnavailable, UnknownKind
+from service.jobqueue.model import QueueFull, StorageUnavailable, UnknownKind
+from service.jobqueue.queue import JobQueue
 from service.schemas import JobAccepted
 from service.settings import Settings
 

@@ -18,7 +18,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError, error_responses
-from service.jobqueue import FINISHED, JobQueue, StorageUnavailable
+from service.jobqueue.model import FINISHED, StorageUnavailable
+from service.jobqueue.queue import JobQueue
 from service.jobsubmit import get_jobs, status_url
 from service.schemas import JobState
 from service.security import require_job_access

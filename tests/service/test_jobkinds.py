@@ -42,7 +42,7 @@ def test_job_kind_names_resolve_to_functions(kind: str) -> None:
 
 # importing every router registers nothing; creating the app registers each kind once
 PROBE = """
-import service.jobqueue as jobs
+import service.jobqueue.model as jobs
 calls = []
 jobs.register_job_kind = lambda name, target, exclusive=False: calls.append(name)
 import service.app

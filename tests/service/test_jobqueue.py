@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from service.jobqueue import FINISHED, Job, JobQueue, QueueFull, register_job_kind
 from service.jobqueue.job_runner import HOSTNAME
-from service.jobqueue.queue import LOST
+from service.jobqueue.model import FINISHED, Job, QueueFull, register_job_kind
+from service.jobqueue.queue import LOST, JobQueue
 from service.jobqueue.store import JobStore, RedisStore, SqliteStore
 from tests.conftest import free_port, skip_or_fail
 
