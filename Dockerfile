@@ -34,7 +34,7 @@ RUN python -m venv /opt/venv \
  && find "$sp" -name '*.so' -type f | while read -r so; do \
       if readelf -S "$so" | grep -c debug_info >/dev/null && ! readelf -d "$so" | grep -cE 'RPATH|RUNPATH' >/dev/null; then \
         strip --strip-unneeded "$so"; fi; done \
- && /opt/venv/bin/python -c "import uvloop, httptools, yaml._yaml, cv2, PIL.Image, numpy, ai_edge_litert.interpreter, huey, redis"
+ && /opt/venv/bin/python -c "import uvloop, httptools, yaml._yaml, cv2, PIL.Image, numpy, ai_edge_litert.interpreter, psutil, redis"
 # Pruned: pip/setuptools, test suites, numpy's f2py and C headers, OpenCV's Haar cascades (YuNet only),
 # uvicorn's reload/websocket extras (watchfiles, websockets: the service uses neither), LiteRT's GPU/NPU
 # plugins (a CPU service loads none), and debug symbols of self-contained extensions (uvloop: 13 MB ->

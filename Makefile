@@ -27,7 +27,7 @@ lock: test-deps  ## after editing pyproject.toml's dependencies: requirements/*.
 
 setup: test-deps  ## everything (service, training, dev) in .venv/
 
-serve: serve-deps  ## the service with the shipped models and detector on $MASKLITE_HOST:$MASKLITE_PORT (default 0.0.0.0:8000)
+serve: serve-deps  ## the service with the shipped models and detector on $MASKLITE_HOST:$MASKLITE_PORT (default 127.0.0.1:8000; MASKLITE_HOST=0.0.0.0 for the network)
 	$(PY) -m service
 
 check: serve-deps  ## first-run check: models, detector, sha256s, threads, one detection + classification

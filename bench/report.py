@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import conditions_line
+from masklite.markdown import markdown_table
 
 STAGES = ("decode", "detect", "classify")
 
@@ -20,8 +21,7 @@ def _f(value: Any, digits: int = 2) -> str:
 
 def _table(headers: list[str], rows: list[list[str]], md: bool = False) -> str:
     if md:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+        return "\n".join(markdown_table(headers, rows, align="r" * len(headers)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
     sep = "  ".join("-" * w for w in widths)

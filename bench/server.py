@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench import stats
 from masklite.paths import REPO_ROOT
@@ -26,8 +27,11 @@ def free_port() -> int:
 
 
 def child_pids(pid: int) -> list[int]:
-    """Direct children of a process, from /proc."""
-    return sorted(child for child, fields in stats.processes().items() if int(fields[1]) == pid)
+    """Direct children of a process."""
+    try:
+        return sorted(child.pid for child in psutil.Process(pid).children())
+    except psutil.Error:
+        return []
 
 
 @dataclass
@@ -48,8 +52,9 @@ class ServerProcess:
         return spawned_children(self.proc.pid) or [self.proc.pid]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process and every worker so far (from /proc)."""
-        return sum(process_cpu_seconds(pid) for pid in {self.proc.pid, *child_pids(self.proc.pid)})
+        """User + system CPU time of the server process and every worker so far."""
+        pids = {self.proc.pid, *child_pids(self.proc.pid)}
+        return sum(stats.process_cpu_seconds(psutil.Process(pid)) for pid in pids if psutil.pid_exists(pid))
 
     def memory(self) -> dict[str, dict[str, float | None]]:
         """Current and peak RSS of every serving process, MB."""
@@ -98,12 +103,6 @@ class ServerProcess:
         self.stop()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, seconds (0 when it is gone)."""
-    fields = stats.proc_stat(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def ready_replicas(url: str, replicas: int, timeout: float) -> set[str]:
     """Poll /health/ready behind a load balancer until `replicas` distinct instances (X-Masklite-Instance)
     have answered 200, or `timeout` s pass; returns the instances seen (fewer on timeout)."""
@@ -127,8 +126,8 @@ def spawned_children(pid: int) -> list[int]:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 

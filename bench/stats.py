@@ -1,4 +1,4 @@
-"""Latency statistics and process memory, without extra dependencies."""
+"""Latency statistics, process memory and CPU time (psutil), and whether the machine was quiet."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 PERCENTILES = (50, 90, 99)
 
@@ -30,28 +31,26 @@ def summarize(samples_ms: list[float] | np.ndarray) -> dict[str, float | int]:
     return out
 
 
-def _status_kb(pid: int | str, key: str) -> float | None:
+def rss_mb(pid: int | None = None) -> float | None:
+    """Current resident set size of a process (default: this one), MB; None when it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except psutil.Error:
         return None
+
+
+def peak_rss_mb(pid: int | None = None) -> float | None:
+    """Peak resident set size of a process, MB (Linux VmHWM, which psutil does not read; getrusage for
+    this process elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(float(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if pid is None:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return None
-
-
-def rss_mb(pid: int | str = "self") -> float | None:
-    """Current resident set size of a process (Linux /proc), MB."""
-    kb = _status_kb(pid, "VmRSS")
-    return None if kb is None else round(kb / 1024, 1)
-
-
-def peak_rss_mb(pid: int | str = "self") -> float | None:
-    """Peak resident set size (VmHWM) of a process, MB; getrusage for ourselves where /proc is missing."""
-    kb = _status_kb(pid, "VmHWM")
-    if kb is None and pid == "self":
-        kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return None if kb is None else round(kb / 1024, 1)
 
 
 def cpu_model() -> str:
@@ -153,62 +152,40 @@ NOISY_FOREIGN_SHARE = 0.25
 NOISY_NOTE = "noisy: do not compare"
 
 
-def cpu_counters(stat_text: str | None = None) -> dict[str, int] | None:
-    """The aggregate `cpu` line of /proc/stat: total and steal jiffies (steal = time a hypervisor gave
-    this VM's vCPUs to someone else)."""
+def cpu_counters() -> dict[str, float] | None:
+    """The machine's CPU time so far, seconds: total, steal (time a hypervisor gave this VM's vCPUs to
+    someone else) and busy (neither idle, iowait nor steal)."""
     try:
-        text = stat_text if stat_text is not None else Path("/proc/stat").read_text()
-    except OSError:
+        t = psutil.cpu_times()
+    except (psutil.Error, OSError):
         return None
-    for line in text.splitlines():
-        parts = line.split()
-        if parts and parts[0] == "cpu":
-            values = [int(v) for v in parts[1:]]
-            # user nice system idle iowait irq softirq steal [guest guest_nice]: guest is inside user
-            total = sum(values[:8])
-            steal = values[7] if len(values) > 7 else 0
-            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-            return {"total": total, "steal": steal, "busy": total - idle - steal}
-    return None
+    # guest time is already inside user
+    parts = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    total = sum(getattr(t, name, 0.0) for name in parts)
+    steal = getattr(t, "steal", 0.0)
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return {"total": total, "steal": steal, "busy": total - idle - steal}
 
 
-def proc_stat(pid: int | str) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses):
-    [0] state, [1] ppid, [11] utime, [12] stime, [13] cutime, [14] cstime (fields 3, 4 and 14-17 of
-    proc(5)). None when the process is gone or there is no /proc."""
+def process_cpu_seconds(process: psutil.Process, children: bool = False) -> float:
+    """user + system CPU time of one process, seconds; `children`: plus its reaped children's. 0 when it
+    is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
+        t = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system + (t.children_user + t.children_system if children else 0.0)
 
 
-def processes() -> dict[int, list[str]]:
-    """Every live process's /proc/<pid>/stat fields (see proc_stat), by pid; empty off Linux."""
+def own_cpu_seconds(root: int | None = None) -> float | None:
+    """CPU seconds used by `root` (this process) and every descendant, including children already reaped:
+    the benchmark's own share of the machine's busy time."""
     try:
-        pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
-    except OSError:
-        return {}
-    table = {pid: proc_stat(pid) for pid in pids}
-    return {pid: fields for pid, fields in table.items() if fields is not None}  # gone meanwhile: skipped
-
-
-def own_cpu_ticks(root: int | None = None) -> int | None:
-    """CPU clock ticks used by `root` (this process) and every descendant, including children already
-    reaped (cutime/cstime): the benchmark's own share of /proc/stat's busy time. None off Linux."""
-    root = root or os.getpid()
-    table = processes()
-    if root not in table:
+        top = psutil.Process(root)
+        tree = [top, *top.children(recursive=True)]
+    except psutil.Error:
         return None
-    children: dict[int, list[int]] = {}
-    for pid, fields in table.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += sum(int(v) for v in table[pid][11:15]) if pid in table else 0
-        todo.extend(children.get(pid, []))
-    return total
+    return sum(process_cpu_seconds(p, children=True) for p in tree)
 
 
 def snapshot() -> dict[str, object]:
@@ -218,7 +195,7 @@ def snapshot() -> dict[str, object]:
         "time": round(time.time(), 3),
         "load_avg_1m": load[0] if load else None,
         "cpu": cpu_counters(),
-        "own_ticks": own_cpu_ticks(),
+        "own_cpu_s": own_cpu_seconds(),
     }
 
 
@@ -227,7 +204,7 @@ def conditions(
 ) -> dict[str, object]:
     """What the machine was doing around a benchmark: load average before/after, steal % during it, the
     share of the CPU other processes used during it, and `noisy`: when that share is known, above
-    NOISY_FOREIGN_SHARE; otherwise (no /proc), when the 1-minute load per core exceeded NOISY_LOAD_PER_CORE
+    NOISY_FOREIGN_SHARE; otherwise, when the 1-minute load per core exceeded NOISY_LOAD_PER_CORE
     at either end."""
     cores = cores or (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -239,9 +216,9 @@ def conditions(
     if isinstance(c0, dict) and isinstance(c1, dict) and c1["total"] > c0["total"]:
         elapsed = c1["total"] - c0["total"]
         steal_pct = round(100.0 * (c1["steal"] - c0["steal"]) / elapsed, 2)
-        own0, own1 = before.get("own_ticks"), after.get("own_ticks")
-        if "busy" in c0 and "busy" in c1 and isinstance(own0, int) and isinstance(own1, int):
-            # /proc/stat's busy time of all CPUs minus this process tree's (both in clock ticks)
+        own0, own1 = before.get("own_cpu_s"), after.get("own_cpu_s")
+        if "busy" in c0 and "busy" in c1 and isinstance(own0, int | float) and isinstance(own1, int | float):
+            # the busy time of all CPUs minus this process tree's (both in seconds)
             foreign = max(0.0, (c1["busy"] - c0["busy"] - (own1 - own0)) / elapsed)
     if foreign is not None:
         noisy = foreign > NOISY_FOREIGN_SHARE

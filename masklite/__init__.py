@@ -15,6 +15,9 @@ import importlib.util
 
 __version__ = "0.1.0"
 
+# what a job result says instead of a chart it could not draw (and what a 404 for that chart repeats)
+CHARTS_MISSING = "matplotlib (the optional extra `charts`) is not installed where the job ran"
+
 
 def charts_available() -> bool:
     """matplotlib (the optional extra `charts`) draws the PNG charts; the lean serving install has none,

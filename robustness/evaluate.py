@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from masklite import CHARTS_MISSING, charts_available
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.evalset import EvalSetLimits, default_evalset_path, load_evalset, load_evalset_file
 from masklite.paths import DEFAULT_MODELS_DIR
@@ -54,7 +55,7 @@ def evaluate_spec(
 
 
 def run_job(params: dict[str, Any], progress: Progress, out_dir: Path) -> dict[str, Any]:
-    """The service's robustness job (runs in a job worker process; see service/jobs.py)."""
+    """The service's robustness job (kind "robustness": runs in a job process, see service/jobkinds.py)."""
     spec = GridSpec.model_validate(params["spec"])
     limits = EvalSetLimits(**params["limits"]) if params.get("limits") else None
     result = evaluate_spec(
@@ -67,4 +68,7 @@ def run_job(params: dict[str, Any], progress: Progress, out_dir: Path) -> dict[s
         progress=progress,
     )
     write_outputs(result, out_dir, title=f"{spec.precision}")
-    return result.to_dict()
+    out = result.to_dict()
+    if not charts_available():  # the result says why there is no heatmap.png (the Docker image)
+        out["charts_skipped"] = CHARTS_MISSING
+    return out

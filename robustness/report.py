@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from masklite.card import load_card
+from masklite.markdown import markdown_table
 from masklite.paths import REPO_ROOT
 from robustness.console import print_summary, progress_bar
 from robustness.errors import RobustnessError
@@ -152,20 +153,21 @@ def _ranking_table(result: GridResult, kind: str, n: int = 5) -> list[str]:
     rows = result.ranking.get(kind, [])
     if not rows:
         return []
-    lines = [
-        "| rank | layer | mean accuracy drop | mean flip rate | worst accuracy |",
-        "|---:|---|---:|---:|---:|",
-    ]
     shown = rows[:n] + ([None] if len(rows) > 2 * n else []) + rows[-n:] if len(rows) > 2 * n else rows
-    for r in shown:
-        if r is None:
-            lines.append("| … | | | | |")
-            continue
-        lines.append(
-            f"| {r['rank']} | {r['layer']} `{r['name']}` | {_pct(r['mean_accuracy_drop'])} | "
-            f"{_pct(r['mean_flip_rate'])} | {_pct(r['worst_accuracy'])} |"
-        )
-    return lines
+    cells = [
+        ["…", "", "", "", ""]
+        if r is None
+        else [
+            r["rank"],
+            f"{r['layer']} `{r['name']}`",
+            _pct(r["mean_accuracy_drop"]),
+            _pct(r["mean_flip_rate"]),
+            _pct(r["worst_accuracy"]),
+        ]  # fmt: skip
+        for r in shown
+    ]
+    headers = ["rank", "layer", "mean accuracy drop", "mean flip rate", "worst accuracy"]
+    return markdown_table(headers, cells, align="rlrrr")
 
 
 def _cell(result: GridResult, layer: int, kind: str, value: float) -> dict[str, Any] | None:
@@ -212,34 +214,32 @@ def _markdown(runs: dict[str, dict[str, GridResult]], summary: dict[str, Any]) -
         "",
         "## Time for the full original grid",
         "",
-        "| model | layers x perturbations | cells | wall time (target ≤ 10 min) | per cell "
-        "| CPU time / workers |",
-        "|---|---|---:|---:|---:|---:|",
     ]
-    for precision, r in runs.items():
-        t = r["original"].timing
-        ok = "✅" if t["seconds"] <= TARGET_S else "❌"
+
+    def timing_row(model: str, shape: str, t: dict[str, Any]) -> list[str]:
         cpu = t["cpu_seconds"] / max(t["workers"], 1)
-        cpu_ok = "✅" if cpu <= TARGET_S else "❌"
-        shape = f"{len(r['original'].layers)} x {len(r['original'].perturbations)}"
-        lines.append(
-            f"| {precision}, {r['original'].evalset['images']} images | {shape} | {t['cells']} "
-            f"| {t['seconds'] / 60:.1f} min {ok} | "
-            f"{t['seconds_per_cell']:.2f} s | {cpu / 60:.1f} min {cpu_ok} ({t['cpu_seconds']:.0f} s CPU) |"
+        wall_ok, cpu_ok = ("✅" if x <= TARGET_S else "❌" for x in (t["seconds"], cpu))
+        cpu_time = f"{cpu / 60:.1f} min {cpu_ok} ({t['cpu_seconds']:.0f} s CPU)"
+        wall = f"{t['seconds'] / 60:.1f} min {wall_ok}"
+        return [model, shape, t["cells"], wall, f"{t['seconds_per_cell']:.2f} s", cpu_time]
+
+    timing = [
+        timing_row(
+            f"{precision}, {r['original'].evalset['images']} images",
+            f"{len(r['original'].layers)} x {len(r['original'].perturbations)}",
+            r["original"].timing,
         )
+        for precision, r in runs.items()
+    ]
     extra = summary.get("timing_run")
     if extra:
-        t = extra["timing"]
-        cpu = t["cpu_seconds"] / max(t["workers"], 1)
         sha = str(extra["model"].get("sha256"))[:12]
-        wall_ok = "✅" if t["seconds"] <= TARGET_S else "❌"
-        cpu_ok = "✅" if cpu <= TARGET_S else "❌"
-        lines.append(
-            f"| {extra['model'].get('precision')}, {extra['evalset']['images']} images, build `{sha}` "
-            f"| {t['cells'] // 22} x 22 "
-            f"| {t['cells']} | {t['seconds'] / 60:.1f} min {wall_ok} | {t['seconds_per_cell']:.2f} s "
-            f"| {cpu / 60:.1f} min {cpu_ok} ({t['cpu_seconds']:.0f} s CPU) |"
-        )
+        model = f"{extra['model'].get('precision')}, {extra['evalset']['images']} images, build `{sha}`"
+        timing.append(timing_row(model, f"{extra['timing']['cells'] // 22} x 22", extra["timing"]))
+    headers = ["model", "layers x perturbations", "cells", "wall time (target ≤ 10 min)", "per cell",
+               "CPU time / workers"]  # fmt: skip
+    lines += markdown_table(headers, timing, align="llrrrr")
+    if extra:
         lines += [
             "",
             f"The last row is the full original grid on all {extra['evalset']['images']} images of the "

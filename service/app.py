@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,11 +16,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from masklite import __version__
 from service.errors import ErrorResponse, install_error_handlers
 from service.jobkinds import register_job_kinds
-from service.middleware import RequestContextMiddleware
+from service.jobqueue.queue import JobQueue
+from service.middleware import INSTANCE_ID, RequestContextMiddleware
 from service.routers import benchmark, health, jobs, models, predict, robustness, web
 from service.routers import metrics as metrics_router
 from service.runtime import Runtime
-from service.security import document_security
+from service.security import document_security, is_loopback
 from service.settings import Settings
 
 log = logging.getLogger("masklite.service")
@@ -39,9 +42,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # load in the background: /health/live answers at once, /health/ready turns 200 when warmed up
         app.state.load_task = asyncio.create_task(asyncio.to_thread(runtime.load))
+        # the header is opaque to clients; the log maps it to this host for the operator
+        log.info("X-Masklite-Instance %s is pid %d on %s", INSTANCE_ID, os.getpid(), socket.gethostname())
+        if settings.api_key is None and not is_loopback(settings.host):
+            log.warning("listening on %s without MASKLITE_API_KEY: job routes answer 403", settings.host)
+        # the job queue beside the runtime: it opens its store (retried on use) and, where this process
+        # runs jobs, starts the job runner
+        jobs = JobQueue.from_settings(settings)
+        await asyncio.to_thread(jobs.start)
+        app.state.jobs = jobs
         try:
             yield
         finally:
+            await asyncio.to_thread(jobs.close)
             runtime.close()
 
     # /docs is served by the web router with self-hosted assets (the default page loads a CDN);

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
+import secrets
 import time
 import uuid
 from urllib.parse import parse_qsl
@@ -23,7 +23,10 @@ from service.log import request_id_var
 log = logging.getLogger("masklite.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
-INSTANCE_HEADER = (b"x-masklite-instance", socket.gethostname().encode())  # which replica answered
+# which replica answered: an opaque id per process (random at start, logged once with the host name), so
+# unauthenticated answers never carry a host name
+INSTANCE_ID = secrets.token_hex(6)
+INSTANCE_HEADER = (b"x-masklite-instance", INSTANCE_ID.encode())
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # polled by probes and scrapers: logged at debug level only
 _QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})

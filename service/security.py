@@ -1,8 +1,9 @@
-"""Optional API key (MASKLITE_API_KEY). Job and benchmark routers add `Depends(require_api_key)`; the predict
-routes get it only with MASKLITE_PROTECT_PREDICT=true (routers/predict.make_router).
+"""Optional API key (MASKLITE_API_KEY). Job routers add `Depends(require_job_access)`; the predict routes get
+`require_api_key` only with MASKLITE_PROTECT_PREDICT=true (routers/predict.make_router).
 
-Sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. No key configured: everything is open.
-Missing key → 401, wrong key → 403, both in the error envelope.
+Sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Missing key → 401, wrong key → 403, both in the
+error envelope. No key configured: predict is open; the job routes (CPU for minutes, a benchmark takes the
+whole host) are open only while the service listens on loopback, and answer 403 `jobs_disabled` otherwise.
 
 The headers are read by hand rather than through FastAPI's security classes so that /openapi.json only
 declares a security requirement when one is actually enforced (see `document_security`): a schema that
@@ -12,6 +13,7 @@ says "key required" on an open route is a lie that fuzzers rightly flag.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +31,30 @@ SECURITY_SCHEMES = {
 async def require_api_key(request: Request) -> None:
     """Dependency: the configured API key must be sent (no-op when MASKLITE_API_KEY is unset)."""
     check_api_key(request)
+
+
+async def require_job_access(request: Request) -> None:
+    """Dependency of the job routes: the API key when one is set; without one, only on loopback."""
+    settings = request.app.state.settings
+    if settings.api_key is None and not is_loopback(settings.host):
+        raise ApiError(
+            403,
+            "jobs_disabled",
+            f"job routes are off: this service listens on {settings.host}, beyond loopback, without an API "
+            "key. Set MASKLITE_API_KEY on the server and send it as X-API-Key (or Authorization: Bearer), "
+            "or bind MASKLITE_HOST=127.0.0.1",
+        )
+    check_api_key(request)
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` (what uvicorn binds) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def supplied_keys(request: Request) -> list[str]:
@@ -91,7 +117,7 @@ def document_security(app: FastAPI, schema: dict[str, Any]) -> None:
     envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     used = False
     for route in _api_routes(app.routes):
-        if require_api_key in _calls(route.dependant):
+        if _calls(route.dependant) & {require_api_key, require_job_access}:
             ops = schema.get("paths", {}).get(route.path_format, {})
             for method in route.methods:
                 if method.lower() in ops:

@@ -19,7 +19,8 @@ SERVICE_MAX_PIXELS = 4096 * 4096
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MASKLITE_", extra="ignore")
 
-    host: str = Field("0.0.0.0", description="interface uvicorn binds")  # noqa: S104 - a container service
+    # loopback unless told: listening on the network is an explicit choice (the Docker image sets 0.0.0.0)
+    host: str = Field("127.0.0.1", description="interface uvicorn binds; 0.0.0.0: every interface")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     threads: int = Field(2, ge=1, le=64, description="inference threads per worker process")
@@ -86,7 +87,9 @@ class Settings(BaseSettings):
     evalset_max_uncompressed_bytes: int = Field(
         100_000_000, ge=1, description="most bytes an uploaded evaluation-set zip may inflate to"
     )
-    api_key: SecretStr | None = Field(None, description="when set, required on job and benchmark routes")
+    api_key: SecretStr | None = Field(
+        None, description="when set, required on the job routes; unset: job routes only on a loopback bind"
+    )
     protect_predict: bool = Field(False, description="also require the API key on predict routes")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS"

@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: the project's packages next to it
+
+from masklite.markdown import markdown_table  # noqa: E402
 
 # (area, pytest selection): the hardening tests plus the existing tests that cover the rest of issue #8
 SELECTION: list[tuple[str, str]] = [
@@ -147,14 +150,13 @@ def render(collector: Collector, profile: str, exit_code: int, elapsed: float, m
         f"with other work), {elapsed / 60:.1f} min. **{total_cases:,} cases tried, "
         f"{'all tests passed' if failed == 0 and exit_code == 0 else f'{failed} test(s) FAILED'}.**",
         "",
-        "| Area | Test | Cases tried | Result | What was measured |",
-        "|---|---|---:|---|---|",
     ]
-    for r in rows:
-        detail = esc("; ".join(r.details))[:600]
-        out.append(f"| {r.area} | `{r.test}` | {r.cases:,} | {esc(result_text(r))} | {detail} |")
-    for sel in missing:
-        out.append(f"| - | `{sel}` | 0 | NOT FOUND (renamed or removed?) | |")
+    table = [
+        [r.area, f"`{r.test}`", f"{r.cases:,}", esc(result_text(r)), esc("; ".join(r.details))[:600]]
+        for r in rows
+    ]
+    table += [["-", f"`{sel}`", 0, "NOT FOUND (renamed or removed?)", ""] for sel in missing]
+    out += markdown_table(["Area", "Test", "Cases tried", "Result", "What was measured"], table, align="llr")
     for func, items in collector.params.items():
         if len(items) < 10:
             continue
@@ -162,10 +164,11 @@ def render(collector: Collector, profile: str, exit_code: int, elapsed: float, m
             "",
             f"### `{func}`: {len(items)} cases",
             "",
-            "| Case | Answer (status, error code) |",
-            "|---|---|",
+            *markdown_table(
+                ["Case", "Answer (status, error code)"],
+                [[esc(name), esc(detail)] for name, detail, _ in items],
+            ),
         ]
-        out += [f"| {esc(name)} | {esc(detail)} |" for name, detail, _ in items]
     out += [
         "",
         "## Notes",

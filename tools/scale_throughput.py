@@ -3,7 +3,7 @@
     eval "$(../shared/tools/docker-engine.sh env)"
     python tools/scale_throughput.py [--build] [--clients 8] [--seconds 20] [--replicas 1,2]
 
-For each replica count: `docker compose --profile scale up -d --scale api=0 --scale worker=0` (no job
+For each replica count: `docker compose --profile scale up -d --scale worker=0` (no job
 workers: the replicas get the CPU), wait until that many replicas answer /health/ready through the
 balancer, warm up, then bench.loadgen posts the bundled sample photo (768x384, 2 faces) to
 /v1/predict for --seconds at --clients concurrent clients, on loopback. Prints req/s, latency, how the
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for replicas in (int(r) for r in args.replicas.split(",")):
             env["MASKLITE_REPLICAS"] = str(replicas)
-            sh(*compose, "up", "-d", "--no-build", "--scale", "api=0", "--scale", "worker=0",
+            sh(*compose, "up", "-d", "--no-build", "--scale", "worker=0",
                "--scale", f"replica={replicas}", env=env)  # fmt: skip
             wait_ready(url, replicas)
             split = spread(url, image)  # also the warm-up

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from masklite.card import ModelCard
+from masklite.markdown import markdown_table
 from masklite.paths import REPO_ROOT
 from training.ablation import mean_sd
 
@@ -72,25 +73,25 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "Face-mask classifier for face crops: **" + " / ".join(card.labels) + "** (output index order). "
         "It runs after the YuNet face detector in the masklite service. Two shipped files, same network:",
         "",
-        "| file | precision | size | test accuracy | balanced acc. | scene faces (annotated boxes) | "
-        "scene faces (detector) | latency median / p10 (1 thread) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for p, e, lat in (("float32", f32, lat32), ("int8", i8, lat8)):
-        lines.append(
-            f"| `{e.file}` | {p} | {e.bytes / 1e6:.2f} MB | {_pct(_get(e.metrics, 'test', 'accuracy'))} | "
-            f"{_pct(_get(e.metrics, 'test', 'balanced_accuracy'))} | "
-            f"{_pct(_get(e.metrics, 'scenes', 'annotated', 'accuracy'))} | "
-            f"{_pct(_get(e.metrics, 'scenes', 'detected', 'accuracy'))} | "
-            f"{_ms(lat['median_ms']) + ' / ' + _ms(lat.get('p10_ms', float('nan'))) if lat else 'n/a'} |"
-        )
+    files = [
+        [f"`{e.file}`", p, f"{e.bytes / 1e6:.2f} MB", _pct(_get(e.metrics, "test", "accuracy")),
+         _pct(_get(e.metrics, "test", "balanced_accuracy")), _pct(_get(e.metrics, "scenes", "annotated", "accuracy")),
+         _pct(_get(e.metrics, "scenes", "detected", "accuracy")),
+         _ms(lat["median_ms"]) + " / " + _ms(lat.get("p10_ms", float("nan"))) if lat else "n/a"]
+        for p, e, lat in (("float32", f32, lat32), ("int8", i8, lat8))
+    ]  # fmt: skip
     if keras_test:
-        lines.append(
-            f"| (Keras, reference) | float32 | – | {_pct(keras_test.get('accuracy'))} | "
-            f"{_pct(keras_test.get('balanced_accuracy'))} | "
-            f"{_pct(_get(ev, 'keras', 'scenes', 'annotated', 'accuracy'))} | "
-            f"{_pct(_get(ev, 'keras', 'scenes', 'detected', 'accuracy'))} | – |"
-        )
+        files.append(
+            ["(Keras, reference)", "float32", "–", _pct(keras_test.get("accuracy")),
+             _pct(keras_test.get("balanced_accuracy")), _pct(_get(ev, "keras", "scenes", "annotated", "accuracy")),
+             _pct(_get(ev, "keras", "scenes", "detected", "accuracy")), "–"]
+        )  # fmt: skip
+    lines += markdown_table(
+        ["file", "precision", "size", "test accuracy", "balanced acc.", "scene faces (annotated boxes)",
+         "scene faces (detector)", "latency median / p10 (1 thread)"],
+        files,
+    )  # fmt: skip
     speed, speed10 = ev.get("int8_speedup_vs_float32"), ev.get("int8_speedup_vs_float32_p10")
     lines += [
         "",
@@ -156,11 +157,10 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         f"the largest {_get(ds, 'groups', 'largest_group')} images (one RMFD identity). No group straddles two "
         "splits (tested).",
         "",
-        "| split | " + " | ".join(card.labels) + " |",
-        "|---|" + "---|" * len(card.labels),
     ]
-    for sp, c in sizes.items():
-        lines.append(f"| {sp} | " + " | ".join(str(c.get(lab, 0)) for lab in card.labels) + " |")
+    lines += markdown_table(
+        ["split", *card.labels], [[sp, *(c.get(lab, 0) for lab in card.labels)] for sp, c in sizes.items()]
+    )
     lines += [
         "",
         f"* Augmentation (train only, {feats.get('train_views')} random views per image + the clean view): "
@@ -172,24 +172,26 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
         "",
         "### Test split (held out, group-aware)",
         "",
-        "| precision | accuracy | balanced acc. | ROC AUC | ECE | "
-        + " | ".join(f"recall {lab}" for lab in card.labels)
-        + " |",
-        "|---|---|---|---|---|" + "---|" * len(card.labels),
     ]
-    for name, m in (
-        ("Keras", keras_test),
-        ("float32 TFLite", f32.metrics.get("test", {})),
-        ("int8 TFLite", i8.metrics.get("test", {})),
-    ):
-        if not m:
-            continue
-        lines.append(
-            f"| {name} | {_pct(m.get('accuracy'))} | {_pct(m.get('balanced_accuracy'))} | "
-            f"{m.get('roc_auc', float('nan')):.4f} | {m.get('ece', float('nan')):.4f} | "
-            + " | ".join(_pct(_get(m, "per_class", lab, "recall")) for lab in card.labels)
-            + " |"
+    tests = [
+        [name, _pct(m.get("accuracy")), _pct(m.get("balanced_accuracy")), f"{m.get('roc_auc', float('nan')):.4f}",
+         f"{m.get('ece', float('nan')):.4f}", *(_pct(_get(m, "per_class", lab, "recall")) for lab in card.labels)]
+        for name, m in (
+            ("Keras", keras_test),
+            ("float32 TFLite", f32.metrics.get("test", {})),
+            ("int8 TFLite", i8.metrics.get("test", {})),
         )
+        if m
+    ]  # fmt: skip
+    headers = [
+        "precision",
+        "accuracy",
+        "balanced acc.",
+        "ROC AUC",
+        "ECE",
+        *(f"recall {lab}" for lab in card.labels),
+    ]
+    lines += markdown_table(headers, tests)
     pa = ev.get("parity_test", {})
     if pa:
         lines += [
@@ -211,23 +213,25 @@ def write_model_card_md(card: ModelCard, models_dir: Path) -> Path:
             "",
             ev.get("scenes_note", ""),
             "",
-            "| precision | (a) annotated boxes: accuracy | balanced | with_mask | without_mask | "
-            "(b) detector: face recall | accuracy on matched faces | balanced |",
-            "|---|---|---|---|---|---|---|---|",
         ]
+        scenes = []
         for name, sc in (
             ("Keras", _get(ev, "keras", "scenes", default={})),
             ("float32", sc32),
             ("int8", i8.metrics.get("scenes", {})),
         ):
             a, d = sc.get("annotated", {}), sc.get("detected", {})
-            lines.append(
-                f"| {name} | {_pct(a.get('accuracy'))} ({a.get('n')}) | {_pct(a.get('balanced_accuracy'))} | "
-                f"{_pct(_get(a, 'per_class', 'with_mask', 'accuracy'))} | "
-                f"{_pct(_get(a, 'per_class', 'without_mask', 'accuracy'))} | "
-                f"{_pct(d.get('face_recall'))} ({d.get('matched')}/{d.get('annotated')}) | "
-                f"{_pct(d.get('accuracy'))} | {_pct(d.get('balanced_accuracy'))} |"
-            )
+            scenes.append(
+                [name, f"{_pct(a.get('accuracy'))} ({a.get('n')})", _pct(a.get("balanced_accuracy")),
+                 _pct(_get(a, "per_class", "with_mask", "accuracy")), _pct(_get(a, "per_class", "without_mask", "accuracy")),
+                 f"{_pct(d.get('face_recall'))} ({d.get('matched')}/{d.get('annotated')})", _pct(d.get("accuracy")),
+                 _pct(d.get("balanced_accuracy"))]
+            )  # fmt: skip
+        lines += markdown_table(
+            ["precision", "(a) annotated boxes: accuracy", "balanced", "with_mask", "without_mask",
+             "(b) detector: face recall", "accuracy on matched faces", "balanced"],
+            scenes,
+        )  # fmt: skip
         lines += ["", "![confusion matrices, scenes](plots/confusion_scenes.png)"]
     lines += _variance(card)
     lines += [
@@ -275,16 +279,26 @@ def _sources_md(card: ModelCard) -> list[str]:
         "the macwinwin scenes are **research-use only**, so the shipped weights inherit research-only terms: "
         "do not use them commercially.",
         "",
-        "| source | licence | part | with_mask | without_mask | split units | detector boxes |",
-        "|---|---|---|---|---|---|---|",
-        f"| chandrikadeb7 | {cs['licences'].get('chandrikadeb7')} | train/val/test | see below | | groups | |",
     ]
-    for source, parts in cs["faces"].items():
-        for part, c in sorted(parts.items()):
-            lines.append(
-                f"| {source} | {cs['licences'].get(source)} | {part} | {c.get('with_mask', 0)} | "
-                f"{c.get('without_mask', 0)} | {c['groups']} | {c.get('detector_boxes', 0)} |"
-            )
+    rows = [
+        [
+            "chandrikadeb7",
+            cs["licences"].get("chandrikadeb7"),
+            "train/val/test",
+            "see below",
+            "",
+            "groups",
+            "",
+        ]
+    ]
+    rows += [
+        [source, cs["licences"].get(source), part, c.get("with_mask", 0), c.get("without_mask", 0), c["groups"],
+         c.get("detector_boxes", 0)]
+        for source, parts in cs["faces"].items()
+        for part, c in sorted(parts.items())
+    ]  # fmt: skip
+    headers = ["source", "licence", "part", "with_mask", "without_mask", "split units", "detector boxes"]
+    lines += markdown_table(headers, rows)
     lines += [
         "",
         "Scene faces are cropped with the service's detector (any score ≥ 0.3) matched to the annotated box by "
@@ -314,12 +328,10 @@ def _build_table(t: dict) -> list[str]:
         "was shared with other jobs, so the wall time overstates what the build needs; the CPU column is this "
         "process's own CPU time over all threads):",
         "",
-        "| stage | wall s | CPU s |",
-        "|---|---|---|",
     ]
-    lines += [f"| {k} | {wall[k]} | {cpu.get(k, '–')} |" for k in stages]
-    lines.append(f"| **total** | **{wall.get('total')}** | **{cpu.get('total', '–')}** |")
-    return lines
+    rows = [[k, wall[k], cpu.get(k, "–")] for k in stages]
+    rows.append(["**total**", f"**{wall.get('total')}**", f"**{cpu.get('total', '–')}**"])
+    return lines + markdown_table(["stage", "wall s", "CPU s"], rows)
 
 
 def _detector_lines(card: ModelCard) -> list[str]:
@@ -359,10 +371,10 @@ def _variance(card: ModelCard) -> list[str]:
     for p in ("float32", "int8"):
         m = card.models[p].metrics
         rows.append(
-            f"| {p} | {_pct(_get(m, 'test', 'accuracy'))} / {_pct(alt[p]['test_accuracy'])} | "
-            f"{_pct(_get(m, 'scenes', 'annotated', 'accuracy'))} / {_pct(alt[p]['scenes_annotated_accuracy'])} | "
-            f"{_pct(_get(m, 'scenes', 'detected', 'accuracy'))} / {_pct(alt[p]['scenes_detected_accuracy'])} |"
-        )
+            [p, f"{_pct(_get(m, 'test', 'accuracy'))} / {_pct(alt[p]['test_accuracy'])}",
+             f"{_pct(_get(m, 'scenes', 'annotated', 'accuracy'))} / {_pct(alt[p]['scenes_annotated_accuracy'])}",
+             f"{_pct(_get(m, 'scenes', 'detected', 'accuracy'))} / {_pct(alt[p]['scenes_detected_accuracy'])}"]
+        )  # fmt: skip
     return [
         "",
         "### Training variance",
@@ -370,9 +382,9 @@ def _variance(card: ModelCard) -> list[str]:
         "The same recipe, built a second time with `--feature-engine litert` (the backbone features differ by "
         "~3e-5, so the head lands in a slightly different optimum). Shipped build / that build:",
         "",
-        "| precision | test accuracy | scene faces, annotated | scene faces, detector |",
-        "|---|---|---|---|",
-        *rows,
+        *markdown_table(
+            ["precision", "test accuracy", "scene faces, annotated", "scene faces, detector"], rows
+        ),
         "",
         "The test split moves by one or two images; the scene accuracies move by up to ~4 points (5 of 118 "
         "faces, mostly among the 30 without_mask faces). Read every scene number here as ± 4 points, and the "
@@ -425,29 +437,29 @@ def cross_source_md(card: ModelCard) -> list[str]:
         f"* Detector score threshold: **{card.detector.score_threshold}** (was 0.6). Rule: "
         f"{_get(cs, 'detector_sweep', 'rule')}.",
         "",
-        "| model | set | with_mask recall | without_mask recall | balanced | coverage |",
-        "|---|---|---|---|---|---|",
     ]
-    for p in [p for p in ("float32", "int8", "micro") if p in card.models]:
-        m = card.models[p].metrics.get("cross_source", {})
-        for part, source, name in SETS:
-            block = _get(m, part, source)
-            if not block:
-                continue
-            lines.append(
-                f"| {p} | {name} | {_recall_cell(block, 'with_mask')} | {_recall_cell(block, 'without_mask')} | "
-                f"{_pct(block.get('balanced_accuracy'))} | {_pct(block.get('coverage'))} |"
-            )
+
+    def recall_row(model: str, name: str, block: dict) -> list[str]:
+        return [model, name, _recall_cell(block, "with_mask"), _recall_cell(block, "without_mask"),
+                _pct(block.get("balanced_accuracy")), _pct(block.get("coverage"))]  # fmt: skip
+
+    rows = [
+        recall_row(p, name, _get(card.models[p].metrics, "cross_source", part, source))
+        for p in ("float32", "int8", "micro")
+        if p in card.models
+        for part, source, name in SETS
+        if _get(card.models[p].metrics, "cross_source", part, source)
+    ]
     peer = cs.get("peer", {})
     peer_crops = _get(peer, "xtest", "crops", "xtest", default={})
-    for source in ("pooled", "macwinwin", "wider", "rmfd"):
-        block = peer_crops.get(source)
-        if block:
-            lines.append(
-                f"| AIZOO peer (crop in, its best face's label; none found = wrong) | xtest {source} | "
-                f"{_recall_cell(block, 'with_mask')} | {_recall_cell(block, 'without_mask')} | "
-                f"{_pct(block.get('balanced_accuracy'))} | {_pct(block.get('coverage'))} |"
-            )
+    peer_name = "AIZOO peer (crop in, its best face's label; none found = wrong)"
+    rows += [
+        recall_row(peer_name, f"xtest {source}", peer_crops[source])
+        for source in ("pooled", "macwinwin", "wider", "rmfd")
+        if peer_crops.get(source)
+    ]
+    headers = ["model", "set", "with_mask recall", "without_mask recall", "balanced", "coverage"]
+    lines += markdown_table(headers, rows)
     lines += [
         "",
         "### End to end on whole scenes (detector + classifier, as the service answers)",
@@ -455,47 +467,50 @@ def cross_source_md(card: ModelCard) -> list[str]:
         "Face recall counts annotated faces of at least 24 px matched by a detection (IoU ≥ 0.3); labels are "
         "scored on the faces found.",
         "",
-        "| scenes | model | face recall | masked found | unmasked found | with_mask label recall | "
-        "without_mask label recall | balanced label accuracy |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for name, runs in cs.get("end_to_end", {}).items():
-        rows = [(p, r) for p, r in runs.items()]
+        models = list(runs.items())
         if _get(peer, name, "end_to_end"):
-            rows.append(("AIZOO peer", peer[name]["end_to_end"]))
-        for p, r in rows:
+            models.append(("AIZOO peer", peer[name]["end_to_end"]))
+        for p, r in models:
             lab = r["labels_on_found"]
-            lines.append(
-                f"| {name} | {p} | {_pct(r['face_recall'])} | {_pct(_get(r, 'face_recall_per_class', 'with_mask'))} | "
-                f"{_pct(_get(r, 'face_recall_per_class', 'without_mask'))} | {_recall_cell(lab, 'with_mask')} | "
-                f"{_recall_cell(lab, 'without_mask')} | {_pct(lab.get('balanced_accuracy'))} |"
-            )
+            rows.append(
+                [name, p, _pct(r["face_recall"]), _pct(_get(r, "face_recall_per_class", "with_mask")),
+                 _pct(_get(r, "face_recall_per_class", "without_mask")), _recall_cell(lab, "with_mask"),
+                 _recall_cell(lab, "without_mask"), _pct(lab.get("balanced_accuracy"))]
+            )  # fmt: skip
+    lines += markdown_table(
+        ["scenes", "model", "face recall", "masked found", "unmasked found", "with_mask label recall",
+         "without_mask label recall", "balanced label accuracy"],
+        rows,
+    )  # fmt: skip
     lines += [
         "",
         "### Recall by face size (shorter side of the box, original pixels; pooled xtest)",
         "",
-        "| model | size | with_mask recall | without_mask recall | coverage |",
-        "|---|---|---|---|---|",
     ]
-    for p in ("float32", "int8"):
-        for size, block in (
-            _get(card.models[p].metrics, "cross_source", "xtest", "pooled", "by_size") or {}
-        ).items():
-            lines.append(
-                f"| {p} | {size} px | {_recall_cell(block, 'with_mask')} | {_recall_cell(block, 'without_mask')} "
-                f"| {_pct(block.get('coverage'))} |"
-            )
+    rows = [
+        [p, f"{size} px", _recall_cell(block, "with_mask"), _recall_cell(block, "without_mask"),
+         _pct(block.get("coverage"))]
+        for p in ("float32", "int8")
+        for size, block in (_get(card.models[p].metrics, "cross_source", "xtest", "pooled", "by_size") or {}).items()
+    ]  # fmt: skip
+    lines += markdown_table(["model", "size", "with_mask recall", "without_mask recall", "coverage"], rows)
     probe = _get(cs, "thresholds", "min_face", "probe")
     if probe:
         lines += [
             "",
             "### The smallest face the model can judge (float32, xval faces shrunk to each size)",
             "",
-            "| face size (px) | " + " | ".join(str(r["face_px"]) for r in probe) + " |",
-            "|---|" + "---|" * len(probe),
-            "| with_mask recall | " + " | ".join(_pct(r["recall"].get("0")) for r in probe) + " |",
-            "| without_mask recall | " + " | ".join(_pct(r["recall"].get("1")) for r in probe) + " |",
-            "| balanced | " + " | ".join(_pct(r["balanced"]) for r in probe) + " |",
+            *markdown_table(
+                ["face size (px)", *(r["face_px"] for r in probe)],
+                [
+                    ["with_mask recall", *(_pct(r["recall"].get("0")) for r in probe)],
+                    ["without_mask recall", *(_pct(r["recall"].get("1")) for r in probe)],
+                    ["balanced", *(_pct(r["balanced"]) for r in probe)],
+                ],
+            ),
         ]
     sweep = cs.get("detector_sweep", {})
     if sweep:
@@ -503,15 +518,23 @@ def cross_source_md(card: ModelCard) -> list[str]:
             "",
             "### Detector threshold (xval scenes: macwinwin + WIDER)",
             "",
-            "| score threshold | masked faces found (≥ 24 px) | unmasked found | WIDER precision | WIDER detections |",
-            "|---|---|---|---|---|",
         ]
-        for r in sweep["rows"]:
-            mark = " **(chosen)**" if r["threshold"] == sweep["chosen"] else ""
-            lines.append(
-                f"| {r['threshold']}{mark} | {_pct(_get(r, 'recall', 'with_mask'))} | "
-                f"{_pct(_get(r, 'recall', 'without_mask'))} | {_pct(r['wider_precision'])} | {r['wider_detections']} |"
-            )
+        rows = [
+            [f"{r['threshold']}{' **(chosen)**' if r['threshold'] == sweep['chosen'] else ''}",
+             _pct(_get(r, "recall", "with_mask")), _pct(_get(r, "recall", "without_mask")),
+             _pct(r["wider_precision"]), r["wider_detections"]]
+            for r in sweep["rows"]
+        ]  # fmt: skip
+        lines += markdown_table(
+            [
+                "score threshold",
+                "masked faces found (≥ 24 px)",
+                "unmasked found",
+                "WIDER precision",
+                "WIDER detections",
+            ],
+            rows,
+        )
     ab = cs.get("ablation")
     if ab:
         lines += [
@@ -522,14 +545,13 @@ def cross_source_md(card: ModelCard) -> list[str]:
             "scored at the argmax and, in brackets, at each run's own xval-chosen threshold. Balanced accuracy / "
             "without_mask recall:",
             "",
-            "| variant | train views | xval pooled | xtest pooled | xtest macwinwin | xtest WIDER | xtest RMFD (masked recall) |",
-            "|---|---|---|---|---|---|---|",
         ]
 
         def cell(rows: list[dict], part: str, source: str, metric: str) -> str:
             m, sd = mean_sd(rows, part, source, metric)
             return f"{100 * m:.1f} ± {100 * sd:.1f}"
 
+        rows = []
         for v in ab["variants"]:
             plain, tuned = v["runs"], v.get("runs_xval_threshold") or v["runs"]
             cells = [
@@ -545,7 +567,12 @@ def cross_source_md(card: ModelCard) -> list[str]:
             rmfd = (
                 f"{cell(plain, 'xtest', 'rmfd', 'with_mask')} ({cell(tuned, 'xtest', 'rmfd', 'with_mask')})"
             )
-            lines.append(f"| {v['variant']} | {v['train_views']} | " + " | ".join(cells) + f" | {rmfd} |")
+            rows.append([v["variant"], v["train_views"], *cells, rmfd])
+        lines += markdown_table(
+            ["variant", "train views", "xval pooled", "xtest pooled", "xtest macwinwin", "xtest WIDER",
+             "xtest RMFD (masked recall)"],
+            rows,
+        )  # fmt: skip
         tuned_info = card.training.get("finetune")
         if tuned_info:
             lines += [

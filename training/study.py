@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, no disp
 from tqdm import tqdm
 
 from masklite.classifier import Classifier, dequantize, normalize, quantize
+from masklite.markdown import markdown_table
 from masklite.paths import DEFAULT_MODELS_DIR
 from training.artifacts import crops_path, load_crops, load_features_meta, representative_batch
 from training.config import HeadConfig
@@ -228,16 +229,22 @@ def write_markdown(reports_dir: Path, work: Path) -> Path:
             f"{meta['base']['width']}, dropout {meta['base']['dropout']}; {meta['seeds']} seeds; test n = "
             f"{meta['test_n']})",
             "",
-            f"| {p} | head params | val acc. | float32 test acc. | int8 test acc. "
-            "| int8/float32 label agreement | train s |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for _, r in df.iterrows():
-            lines.append(
-                f"| {int(r[p])} | {int(r['head_params']):,} | {_ms(r, 'val_accuracy')} | "
-                f"{_ms(r, 'float32_accuracy')} | {_ms(r, 'int8_accuracy')} | "
-                f"{_ms(r, 'int8_vs_float32_label_agreement')} | {r['train_seconds_mean']:.1f} |"
-            )
+        headers = [p, "head params", "val acc.", "float32 test acc.", "int8 test acc.",
+                   "int8/float32 label agreement", "train s"]  # fmt: skip
+        scores = ("val_accuracy", "float32_accuracy", "int8_accuracy", "int8_vs_float32_label_agreement")
+        lines += markdown_table(
+            headers,
+            [
+                [
+                    int(r[p]),
+                    f"{int(r['head_params']):,}",
+                    *(_ms(r, c) for c in scores),
+                    f"{r['train_seconds_mean']:.1f}",
+                ]
+                for _, r in df.iterrows()
+            ],
+        )
         cross_cols = [
             c[: -len("_mean")]
             for c in df.columns
@@ -250,11 +257,11 @@ def write_markdown(reports_dir: Path, work: Path) -> Path:
                 "argmax): balanced accuracy and without_mask recall. In distribution every "
                 "configuration is saturated; here the differences can show.",
                 "",
-                f"| {p} | " + " | ".join(c.replace("_", " ") for c in cross_cols) + " |",
-                "|---|" + "---|" * len(cross_cols),
             ]
-            for _, r in df.iterrows():
-                lines.append(f"| {int(r[p])} | " + " | ".join(_ms(r, c) for c in cross_cols) + " |")
+            lines += markdown_table(
+                [p, *(c.replace("_", " ") for c in cross_cols)],
+                [[int(r[p]), *(_ms(r, c) for c in cross_cols)] for _, r in df.iterrows()],
+            )
         lines += ["", f"![{kind}]({kind}.png)", ""]
     lines += _approximation_check(out)
     lines += _conclusions(out)

@@ -1,39 +1,11 @@
-"""Background jobs (robustness grids, benchmarks) on a task queue: Huey on SQLite (embedded, one machine)
-or on Redis (replicas and workers on any number of machines). One job model, one API.
+"""Background jobs (robustness grids, benchmarks) on a queue that is the job store itself: SQLite (embedded,
+one machine) or Redis (replicas and workers on any number of machines). One job model, one API.
 
-    register_job_kind("robustness", fn)          fn(params, progress, out_dir) -> result dict
-    queue = JobQueue.from_settings(settings)     one per process; start() / close()
+    register_job_kind("robustness", "robustness.evaluate:run_job")   fn(params, progress, out_dir) -> result
+    queue = JobQueue.from_settings(settings)     one per process (queue.py); start() / close()
     job = queue.submit(kind, params, public_params)
 
-model.py the Job record, states, errors, kinds · store.py SQLite/Redis records · queue.py the API ·
-runner.py executes jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
+model.py the Job record, states, errors, kinds · store.py SQLite/Redis records and queue · queue.py the API ·
+job_runner.py runs jobs · process.py the job process · locks.py host/runner locks · artifacts.py files ·
 worker.py `python -m service worker`.
 """
-
-from service.jobqueue.model import (
-    ACTIVE,
-    FINISHED,
-    Job,
-    JobError,
-    JobFn,
-    QueueFull,
-    StorageUnavailable,
-    UnknownKind,
-    job_kinds,
-    register_job_kind,
-)
-from service.jobqueue.queue import JobQueue
-
-__all__ = [
-    "ACTIVE",
-    "FINISHED",
-    "Job",
-    "JobError",
-    "JobFn",
-    "JobQueue",
-    "QueueFull",
-    "StorageUnavailable",
-    "UnknownKind",
-    "job_kinds",
-    "register_job_kind",
-]

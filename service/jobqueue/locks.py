@@ -1,6 +1,6 @@
 """Per-host locks on files (flock): released by the kernel when their holder dies, kill -9 included.
 
-HostLock: a benchmark (an `exclusive` kind) runs alone on its host; other jobs share it. The lock folder's
+HostJobLock: a benchmark (an `exclusive` kind) runs alone on its host; other jobs share it. The lock folder's
 reach defines "host": the jobs volume that every container of one compose deployment mounts, or a
 Kubernetes hostPath. Writers go first (a gate file): a stream of short jobs cannot starve a benchmark.
 
@@ -37,7 +37,7 @@ def _flock(fd: int, mode: int, give_up: Callable[[], bool]) -> bool:
             time.sleep(POLL_S)
 
 
-class HostLock:
+class HostJobLock:
     def __init__(self, lock_dir: Path):
         self.gate = Path(lock_dir) / "host.gate"
         self.main = Path(lock_dir) / "host.lock"

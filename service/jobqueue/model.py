@@ -1,7 +1,8 @@
 """The one job model: a Job record, its states, the submission errors, and the job-kind registry.
 
-A job kind is a module-level function `fn(params, progress, out_dir) -> result dict`, registered with
-`register_job_kind(name, fn)`. It runs in a fresh `spawn`ed process (pickled by reference), calls
+A job kind is a module-level function `fn(params, progress, out_dir) -> result dict`, registered by its
+dotted path: `register_job_kind(name, "package.module:function")`. The job process imports it (a fresh
+`spawn`ed process), so the process that submits never imports the job's code. It calls
 `progress(fraction, partial)` as it goes, writes its artifacts (PNG, CSV, JSON with safe names) into
 `out_dir`, and returns the job's result. `exclusive=True` kinds (benchmarks) run alone on their host.
 """
@@ -23,24 +24,27 @@ FINISHED = (DONE, FAILED, CANCELLED)
 # what a job may write and GET may serve: a plain name, never a path
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.(png|csv|json|txt|md)$")
 KIND_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # "package.module:function"
 
 
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    fn: JobFn
+    target: str  # "package.module:function", imported by the job process
     exclusive: bool  # True: nothing else runs on the host meanwhile (a benchmark must not measure a job)
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
-def register_job_kind(name: str, fn: JobFn, exclusive: bool = False) -> None:
-    """Make `name` submittable. `fn` must be importable by module and name (spawn pickles it by reference);
-    workers import the same modules, so every replica and worker knows the same kinds."""
+def register_job_kind(name: str, target: str, exclusive: bool = False) -> None:
+    """Make `name` submittable; `target` ("package.module:function") is resolved in the job process, so an
+    import error there fails the job with its message. Every replica and worker registers the same kinds."""
     if not KIND_NAME.fullmatch(name):
         raise ValueError(f"bad job kind name {name!r}")
-    _KINDS[name] = JobKind(name, fn, exclusive)
+    if not TARGET.fullmatch(target):
+        raise ValueError(f"job kind {name!r}: {target!r} is not 'package.module:function'")
+    _KINDS[name] = JobKind(name, target, exclusive)
 
 
 def job_kinds() -> list[str]:

@@ -1,6 +1,6 @@
 """One job = one `spawn`ed process: a clean interpreter, its own process group, a lower CPU priority.
 
-The supervising thread (service/jobqueue/runner.py) reads its messages from a pipe:
+The supervising thread (service/jobqueue/job_runner.py) reads its messages from a pipe:
     ("progress", fraction, partial | None)   partial at most every PARTIAL_EVERY_S
     ("done", result)
     ("error", message, traceback)
@@ -11,6 +11,7 @@ supervisor dies (kill -9 included), so no orphan keeps a core busy.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -49,8 +50,14 @@ def death_reason(code: int | None) -> str:
     return f"the worker process exited with code {code} before finishing"
 
 
+def resolve(target: str) -> JobFn:
+    """ "package.module:function" -> the function (imported here, in the job process)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def job_main(
-    fn: JobFn, params: dict[str, Any], out_dir: str, conn: Connection, nice: int, parent: int
+    target: str, params: dict[str, Any], out_dir: str, conn: Connection, nice: int, parent: int
 ) -> None:
     """Entry point of a job process."""
     _watch_parent(parent)  # first: the supervisor may have died while this process was importing
@@ -77,6 +84,7 @@ def job_main(
             conn.send(("progress", float(fraction), jsonable(send)))
 
     try:
+        fn = resolve(target)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         result = fn(params, progress, Path(out_dir))
         with lock:

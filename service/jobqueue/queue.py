@@ -1,11 +1,12 @@
-"""JobQueue: the one job API every replica uses (submit, get, list, cancel, artifacts), on Huey.
+"""JobQueue: the one job API every replica uses (submit, get, list, cancel, artifacts).
 
-    MASKLITE_BROKER_URL unset   embedded: SqliteHuey + SqliteStore in MASKLITE_JOBS_DIR, jobs run in this
-                                process's runner (make serve, plain `docker compose up`)
-    MASKLITE_BROKER_URL=redis:// RedisHuey + RedisStore: API replicas submit and read, `python -m service
-                                worker` processes run the jobs, on any machine
-Huey carries "run job <id>" messages; the store (service/jobqueue/store.py) holds what clients see.
-Every process also reaps: running jobs whose worker stopped renewing its lease fail with the reason.
+    MASKLITE_BROKER_URL unset   embedded: SqliteStore in MASKLITE_JOBS_DIR, jobs run in this process's job
+                                runner (make serve, plain `docker compose up`)
+    MASKLITE_BROKER_URL=redis:// RedisStore: API replicas submit and read, `python -m service worker`
+                                processes run the jobs, on any machine
+The store (service/jobqueue/store.py) holds what clients see and is the queue itself. Every process also
+reaps: running jobs whose worker stopped renewing its lease fail with the reason, and queued jobs a dead
+runner had claimed go back to the queue.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey
-from huey.api import Huey
-
 from service.jobqueue.artifacts import ArtifactStore
+from service.jobqueue.job_runner import INTERRUPTED, JobRunner, worker_process_gone
 from service.jobqueue.locks import RunnerLock
 from service.jobqueue.model import (
     CANCELLED,
@@ -35,7 +34,6 @@ from service.jobqueue.model import (
     UnknownKind,
     job_kind,
 )
-from service.jobqueue.runner import INTERRUPTED, Runner, worker_process_gone
 from service.jobqueue.store import JobStore, open_store
 
 log = logging.getLogger("masklite.jobs")
@@ -72,10 +70,8 @@ class JobQueue:
         self.retry_after_s = RETRY_AFTER_S
         self.artifacts = ArtifactStore(self.jobs_dir)
         self.backend = "redis" if self.broker_url else "sqlite"
-        self.storage_error: str | None = None
-        self.runner: Runner | None = None
+        self.runner: JobRunner | None = None
         self._store: JobStore | None = None
-        self._huey: Huey | None = None
         self._runner_lock = None if self.broker_url else RunnerLock(self.jobs_dir / ".runner.lock")
         self._open_lock = threading.Lock()
         self._closing = threading.Event()
@@ -100,7 +96,6 @@ class JobQueue:
 
     def start(self) -> None:
         try:
-            self._ensure_open()
             self._maintain_once()  # first: jobs a dead predecessor on this host left running
         except StorageUnavailable as exc:
             log.error("jobs: %s: job submission fails until it is fixed", exc)
@@ -121,51 +116,24 @@ class JobQueue:
 
     @property
     def store(self) -> JobStore:
-        return self._ensure_open()[0]
-
-    @property
-    def huey(self) -> Huey:
-        return self._ensure_open()[1]
-
-    def _ensure_open(self) -> tuple[JobStore, Huey]:
-        """Open the store and the queue; retried on use, so a folder or broker fixed later is picked up."""
+        """The store, opened on first use and retried on each use, so a folder or broker fixed later is
+        picked up."""
         with self._open_lock:
-            if self._store is None or self._huey is None:
+            if self._store is None:
                 try:
                     store = open_store(self.broker_url, self.jobs_dir)
                     if self.broker_url:
                         store.ping()  # type: ignore[attr-defined]
-                        huey: Huey = RedisHuey(
-                            "masklite", url=self.broker_url, results=False, blocking=True, read_timeout=1
-                        )
-                    else:
-                        queue_file = str(self.jobs_dir / "queue.sqlite3")
-                        huey = SqliteHuey("masklite", filename=queue_file, results=False, timeout=10)
                 except StorageUnavailable as exc:
-                    self.storage_error = str(exc)
                     raise StorageUnavailable(self._hint(str(exc))) from exc
-                except Exception as exc:  # noqa: BLE001 - sqlite3/OSError from Huey's storage
-                    self.storage_error = f"{type(exc).__name__}: {exc}"
-                    raise StorageUnavailable(self._hint(self.storage_error)) from exc
-                self._task = huey.task(name="masklite_run_job", retries=0)(self._execute)
-                self._store, self._huey = store, huey
-                self.storage_error = None
+                self._store = store
                 log.info("jobs: %s backend (%s)", self.backend, self.broker_url or self.jobs_dir)
-            return self._store, self._huey
+            return self._store
 
     def _hint(self, error: str) -> str:
         if self.broker_url:
             return f"job broker unreachable ({error}); check MASKLITE_BROKER_URL"
         return f"job results cannot be stored ({error}); check MASKLITE_JOBS_DIR"
-
-    def _execute(self, job_id: str) -> None:
-        """Huey's task: only a process with a runner consumes the queue."""
-        if self.runner is None:
-            raise RuntimeError("a job reached a process without a job runner")
-        self.runner.execute(job_id)
-
-    def enqueue(self, job_id: str) -> None:
-        self.huey.enqueue(self._task.s(job_id))
 
     # ------------------------------------------------------------ the API used by the routers
 
@@ -185,17 +153,12 @@ class JobQueue:
             params=public_params if public_params is not None else params,
         )
         limit = self.capacity() + self.queue_size
+        # one write: the record, its inputs and its place in the queue
         if not store.create(job, pickle.dumps(params, protocol=5), limit, self.input_ttl_s):
             counts = store.counts()
             raise QueueFull(
                 f"{counts['running']} job(s) running and {counts['queued']} queued (the limit); retry later"
             )
-        try:
-            self.enqueue(job.id)
-        except Exception as exc:  # noqa: BLE001 - the broker went away between the two writes
-            with contextlib.suppress(StorageUnavailable):
-                store.finish(job.id, FAILED, error=f"could not be queued: {exc}")
-            raise StorageUnavailable(self._hint(f"{type(exc).__name__}: {exc}")) from exc
         log.info("job %s (%s) queued", job.id, kind)
         return job
 
@@ -271,36 +234,19 @@ class JobQueue:
 
     def reap(self) -> None:
         """Jobs whose runner is gone (on this host: at once; anywhere: after the lease): running ones fail
-        with the reason, claimed-but-not-started ones are queued again. Queued jobs whose message was
-        lost (a broker that died within a second of the submission) are queued again too."""
+        with the reason, claimed-but-not-started ones go back to the queue."""
         now = time.time()
-        active = self.store.active()
-        for job in active:
+        for job in self.store.active():
             silent = job.heartbeat is not None and now - job.heartbeat > self.lease_s
             if job.state == QUEUED and job.worker and (worker_process_gone(job.worker) or silent):
                 if self.store.unclaim(job.id, job.worker):
                     log.warning("job %s queued again: runner %s died before starting it", job.id, job.worker)
-                    self.enqueue(job.id)
-                continue
-            if job.state != RUNNING:
-                continue
-            if worker_process_gone(job.worker):
+            elif job.state == RUNNING and worker_process_gone(job.worker):
                 who = f"the process running it ({job.worker_host})"
                 self.finish(job.id, FAILED, error=INTERRUPTED.format(who=who), worker=job.worker)
-            elif silent:
+            elif job.state == RUNNING and silent:
                 error = LOST.format(who=job.worker_host, secs=now - job.heartbeat)
                 self.finish(job.id, FAILED, error=error, worker=job.worker)
-        orphans = [j for j in active if j.state == QUEUED and not j.worker and now - j.created > self.lease_s]
-        if orphans:
-            huey = self.huey
-            waiting = set()
-            for message in huey.storage.enqueued_items():
-                with contextlib.suppress(Exception):  # a message of another app on the same queue name
-                    waiting.add(huey.deserialize_task(message).args[0])
-            for job in orphans:
-                if job.id not in waiting:
-                    log.warning("job %s queued again: its queue message was lost", job.id)
-                    self.enqueue(job.id)
 
     # ------------------------------------------------------------ maintenance
 
@@ -309,11 +255,12 @@ class JobQueue:
         wanted = self.run_jobs and self.runner is None and not self._closing.is_set()
         if wanted and (self._runner_lock is None or self._runner_lock.acquire()):
             self.reap()  # before running anything: a predecessor's jobs are not ours to keep
-            self.runner = Runner(self, self.slots, self.nice, self.lock_dir)
-            self.runner.start()
-        if self.runner is not None:
-            store.register_worker(self.runner.worker_id, self.slots)
-            self.runner.check_threads()
+            runner = JobRunner(self, self.slots, self.nice, self.lock_dir)
+            store.register_worker(runner.worker_id, self.slots, self.lease_s)  # counted before it runs
+            self.runner = runner
+            runner.start()
+        elif self.runner is not None:
+            store.register_worker(self.runner.worker_id, self.slots, self.lease_s)
         self.reap()
         store.sweep()
 

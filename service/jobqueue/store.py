@@ -1,4 +1,5 @@
-"""Where job records live so that every replica and worker sees the same ones.
+"""The job store is also the queue: every replica and worker sees the same records, and a runner takes the
+oldest queued job with one atomic claim (`claim_next`), so there is no message to lose beside a record.
 
     SqliteStore   <jobs_dir>/jobs.sqlite3: the embedded default, one machine (any number of processes)
     RedisStore    the broker's Redis: every replica and worker, on any machine
@@ -38,6 +39,10 @@ class JobStore(ABC):
         """Insert a queued job (and its inputs) unless `max_active` jobs are already queued or running."""
 
     @abstractmethod
+    def claim_next(self, worker: str) -> Job | None:
+        """The oldest queued job no runner holds, now held by `worker` (one atomic step), or None."""
+
+    @abstractmethod
     def get(self, job_id: str) -> Job | None: ...
 
     @abstractmethod
@@ -66,8 +71,9 @@ class JobStore(ABC):
     def delete(self, job_ids: list[str]) -> None: ...
 
     @abstractmethod
-    def register_worker(self, worker: str, slots: int) -> None:
-        """A runner says it is alive and how many jobs it runs at once (renewed every few seconds)."""
+    def register_worker(self, worker: str, slots: int, lease_s: float = 60) -> None:
+        """A runner says it is alive and how many jobs it runs at once (renewed every few seconds; silent
+        for `lease_s`, it no longer counts)."""
 
     @abstractmethod
     def unregister_worker(self, worker: str) -> None: ...
@@ -85,12 +91,13 @@ class JobStore(ABC):
     # ---------------------------------------------------------------- operations
 
     def claim(self, job_id: str, worker: str) -> bool:
-        """A runner took the job's message off the queue: it holds the job (a lease) until it starts it.
-        A runner that dies meanwhile loses the claim to the reaper, which queues the job again."""
+        """`worker` holds this queued job (a lease) until it starts it; a runner that dies meanwhile loses
+        the claim to the reaper (`unclaim`), and the job is queued again."""
         changes = {"worker": worker, "heartbeat": time.time()}
         return self.update_if(job_id, (QUEUED,), changes, worker=UNCLAIMED)[0]
 
     def unclaim(self, job_id: str, worker: str) -> bool:
+        """Back to the head of the queue, for the next runner."""
         return self.update_if(job_id, (QUEUED,), {"worker": None, "heartbeat": None}, worker=worker)[0]
 
     def start(self, job_id: str, worker: str) -> bool:
@@ -207,8 +214,11 @@ class SqliteStore(JobStore):
                 raise StorageUnavailable(f"job store {self.path}: {exc}") from exc
 
     @staticmethod
-    def _row(job: Job) -> tuple:
-        return (job.id, job.created, job.state, job.worker, json.dumps(job.record(), allow_nan=False))
+    def _record(job: Job) -> str:
+        return json.dumps(job.record(), allow_nan=False)
+
+    def _row(self, job: Job) -> tuple:
+        return (job.id, job.created, job.state, job.worker, self._record(job))
 
     def create(self, job: Job, inputs: bytes | None, max_active: int, input_ttl_s: int) -> bool:
         with self._tx() as c:
@@ -219,6 +229,20 @@ class SqliteStore(JobStore):
             if inputs is not None:
                 c.execute("insert into inputs values (?, ?, ?)", (job.id, inputs, time.time() + input_ttl_s))
         return True
+
+    def claim_next(self, worker: str) -> Job | None:
+        waiting = "select record from jobs where state = 'queued' and worker is null order by created limit 1"
+        if not self._query(waiting):  # a plain read first: an idle runner polls without a write lock
+            return None
+        with self._tx() as c:
+            row = c.execute(waiting).fetchone()
+            if row is None:
+                return None
+            job = Job.from_record({**json.loads(row[0]), "worker": worker, "heartbeat": time.time()})
+            c.execute(
+                "update jobs set worker = ?, record = ? where id = ?", (worker, self._record(job), job.id)
+            )
+        return job
 
     def get(self, job_id: str) -> Job | None:
         rows = self._query("select record from jobs where id = ?", (job_id,))
@@ -245,7 +269,7 @@ class SqliteStore(JobStore):
             job = Job.from_record({**job.record(), **changes})
             c.execute(
                 "update jobs set state = ?, worker = ?, record = ? where id = ?",
-                (job.state, job.worker, json.dumps(job.record(), allow_nan=False), job_id),
+                (job.state, job.worker, self._record(job), job_id),
             )
             return True, job.state
 
@@ -266,7 +290,7 @@ class SqliteStore(JobStore):
             c.executemany("delete from jobs where id = ?", [(i,) for i in job_ids])
             c.executemany("delete from inputs where job_id = ?", [(i,) for i in job_ids])
 
-    def register_worker(self, worker: str, slots: int) -> None:
+    def register_worker(self, worker: str, slots: int, lease_s: float = 60) -> None:
         with self._tx() as c:
             c.execute("insert or replace into workers values (?, ?, ?)", (worker, slots, time.time()))
 
@@ -291,7 +315,10 @@ class SqliteStore(JobStore):
 
 # -------------------------------------------------------------------- Redis
 
-# KEYS: active set, all-jobs zset, job hash, inputs key
+# Each script is one step in Redis and in its append-only file: a record and its place in the queue are
+# written, and survive a restart, together.
+
+# KEYS: active set, all-jobs zset, job hash, inputs key, queue list
 # ARGV: max_active, id, created, input ttl, inputs ("" = none), field/value pairs...
 _CREATE = """
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
@@ -299,12 +326,28 @@ redis.call('HSET', KEYS[3], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[1], ARGV[2])
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[4]) end
+redis.call('RPUSH', KEYS[5], ARGV[2])
 return 1
 """
 
-# KEYS: job hash, active set
+# KEYS: queue list; ARGV: job key prefix, worker (JSON), heartbeat (JSON). Ids of jobs cancelled or
+# claimed meanwhile are dropped on the way.
+_CLAIM_NEXT = """
+while true do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then return false end
+  local key = ARGV[1] .. id
+  if redis.call('HGET', key, 'state') == '"queued"' and redis.call('HGET', key, 'worker') == 'null' then
+    redis.call('HSET', key, 'worker', ARGV[2], 'heartbeat', ARGV[3])
+    return id
+  end
+end
+"""
+
+# KEYS: job hash, active set, queue list
 # ARGV: allowed states (comma-separated, JSON-encoded like the fields), required worker ("" = any; JSON),
-#       job id, field/value pairs...
+#       job id, field/value pairs... A queued job whose runner let go (worker set to null) goes back to the
+#       head of the queue.
 _UPDATE_IF = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, false} end
@@ -317,13 +360,18 @@ if not ok then return {0, state} end
 if #ARGV >= 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 state = redis.call('HGET', KEYS[1], 'state')
 if state ~= '"queued"' and state ~= '"running"' then redis.call('SREM', KEYS[2], ARGV[3]) end
+if state == '"queued"' and redis.call('HGET', KEYS[1], 'worker') == 'null' then
+  redis.call('LREM', KEYS[3], 0, ARGV[3])
+  redis.call('LPUSH', KEYS[3], ARGV[3])
+end
 return {1, state}
 """
 
 
 class RedisStore(JobStore):
     """Keys under `masklite:`: job:<id> (a hash, each field JSON), jobs (zset by creation time),
-    jobs:active (set), input:<id> (pickled inputs, EX ttl), workers (zset by last seen) + workers:slots."""
+    jobs:active (set), queue (list of queued job ids, oldest first), input:<id> (pickled inputs, EX ttl),
+    worker:<id> (its slots, EX the lease: Redis forgets a silent worker by itself)."""
 
     name = "redis"
     PREFIX = "masklite:"
@@ -341,6 +389,7 @@ class RedisStore(JobStore):
             url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10, retry_on_timeout=True
         )
         self._create = self.r.register_script(_CREATE)
+        self._claim_next = self.r.register_script(_CLAIM_NEXT)
         self._update_if = self.r.register_script(_UPDATE_IF)
 
     def _k(self, *parts: str) -> str:
@@ -367,10 +416,17 @@ class RedisStore(JobStore):
         return Job.from_record({k.decode(): json.loads(v) for k, v in raw.items()})
 
     def create(self, job: Job, inputs: bytes | None, max_active: int, input_ttl_s: int) -> bool:
-        keys = [self._k("jobs", "active"), self._k("jobs"), self._k("job", job.id), self._k("input", job.id)]
+        keys = [self._k("jobs", "active"), self._k("jobs"), self._k("job", job.id), self._k("input", job.id),
+                self._k("queue")]  # fmt: skip
         args = [max_active, job.id, job.created, input_ttl_s, inputs or b"", *self._pairs(job.record())]
         with self._errors_as_unavailable():
             return bool(self._create(keys=keys, args=args))
+
+    def claim_next(self, worker: str) -> Job | None:
+        args = [self._k("job", ""), json.dumps(worker), json.dumps(time.time())]
+        with self._errors_as_unavailable():
+            job_id = self._claim_next(keys=[self._k("queue")], args=args)
+        return self.get(job_id.decode()) if job_id else None
 
     def get(self, job_id: str) -> Job | None:
         with self._errors_as_unavailable():
@@ -395,7 +451,7 @@ class RedisStore(JobStore):
         self, job_id: str, states: Iterable[str], changes: dict[str, Any], worker: str | None = None
     ) -> tuple[bool, str | None]:
         allowed = ",".join(json.dumps(s) for s in states)
-        keys = [self._k("job", job_id), self._k("jobs", "active")]
+        keys = [self._k("job", job_id), self._k("jobs", "active"), self._k("queue")]
         required = "" if worker is None else json.dumps(worker or None)  # UNCLAIMED: the field is null
         args = [allowed, required, job_id, *self._pairs(changes)]
         with self._errors_as_unavailable():
@@ -417,35 +473,24 @@ class RedisStore(JobStore):
                 pipe.delete(self._k("job", job_id), self._k("input", job_id))
                 pipe.zrem(self._k("jobs"), job_id)
                 pipe.srem(self._k("jobs", "active"), job_id)
+                pipe.lrem(self._k("queue"), 0, job_id)
             pipe.execute()
 
-    def register_worker(self, worker: str, slots: int) -> None:
+    def register_worker(self, worker: str, slots: int, lease_s: float = 60) -> None:
         with self._errors_as_unavailable():
-            pipe = self.r.pipeline()
-            pipe.zadd(self._k("workers"), {worker: time.time()})
-            pipe.hset(self._k("workers", "slots"), worker, slots)
-            pipe.execute()
+            self.r.set(self._k("worker", worker), slots, px=max(1, int(lease_s * 1000)))
 
     def unregister_worker(self, worker: str) -> None:
         with self._errors_as_unavailable():
-            self.r.zrem(self._k("workers"), worker)
-            self.r.hdel(self._k("workers", "slots"), worker)
+            self.r.delete(self._k("worker", worker))
 
     def workers(self, lease_s: float) -> dict[str, int]:
+        """The registrations that have not expired (each lives `lease_s` of its runner's settings)."""
+        prefix = self._k("worker", "")
         with self._errors_as_unavailable():
-            live = self.r.zrangebyscore(self._k("workers"), time.time() - lease_s, "+inf")
-            if not live:
-                return {}
-            slots = self.r.hmget(self._k("workers", "slots"), live)
-        return {w.decode(): int(s or 0) for w, s in zip(live, slots, strict=True)}
-
-    def sweep(self) -> None:
-        # inputs expire by themselves (EX); forget workers gone for an hour
-        with self._errors_as_unavailable():
-            gone = self.r.zrangebyscore(self._k("workers"), "-inf", time.time() - 3600)
-            if gone:
-                self.r.zrem(self._k("workers"), *gone)
-                self.r.hdel(self._k("workers", "slots"), *gone)
+            keys = list(self.r.scan_iter(match=prefix + "*", count=100))
+            slots = self.r.mget(keys) if keys else []
+        return {k.decode()[len(prefix) :]: int(n) for k, n in zip(keys, slots, strict=True) if n is not None}
 
     def ping(self) -> None:
         with self._errors_as_unavailable():

@@ -1,4 +1,4 @@
-"""`python -m service worker`: a job worker (a Huey consumer) for the scale deployment.
+"""`python -m service worker`: a job worker (a JobRunner, no API) for the scale deployment.
 
 Runs MASKLITE_MAX_JOBS jobs at once from the queue at MASKLITE_BROKER_URL (or from the embedded SQLite
 queue in MASKLITE_JOBS_DIR, then instead of the API process: MASKLITE_RUN_JOBS=false there), writing
@@ -16,9 +16,9 @@ import logging
 import signal
 import threading
 
+from service.jobqueue.job_runner import HOSTNAME
 from service.jobqueue.model import StorageUnavailable
 from service.jobqueue.queue import JobQueue
-from service.jobqueue.runner import HOST
 from service.log import configure_logging
 from service.settings import Settings
 
@@ -31,8 +31,8 @@ def check(queue: JobQueue) -> int:
     except StorageUnavailable as exc:
         print(f"unhealthy: {exc}")
         return 1
-    mine = [w for w in live if w.split(":", 1)[0] == HOST]
-    print(f"{'ok' if mine else 'unhealthy'}: {len(mine)} worker(s) on {HOST}, {len(live)} in all")
+    mine = [w for w in live if w.split(":", 1)[0] == HOSTNAME]
+    print(f"{'ok' if mine else 'unhealthy'}: {len(mine)} worker(s) on {HOSTNAME}, {len(live)} in all")
     return 0 if mine else 1
 
 
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     queue.start()  # retries in the background while the broker is unreachable
-    log.info("job worker on %s: %s backend, %d slot(s)", HOST, queue.backend, queue.slots)
+    log.info("job worker on %s: %s backend, %d slot(s)", HOSTNAME, queue.backend, queue.slots)
     stop.wait()
-    log.info("job worker on %s: stopping", HOST)
+    log.info("job worker on %s: stopping", HOSTNAME)
     queue.close()
     return 0

@@ -1,7 +1,7 @@
 """POST /v1/benchmark: measure the shipped models on this machine as a background job → 202 + job id.
 
 Body, either
-    application/json      the parameters, all optional (service.jobkinds.BenchmarkRequest):
+    application/json      the parameters, all optional (service.benchmark_job.BenchmarkRequest):
                           {"models": ["int8", "float32"], "threads": [1, 2], "batch_sizes": [1, 4],
                            "runs": 50, "pipeline_runs": 20, "scene_limit": null, "http_runs": 20}
     multipart/form-data   part `params` (that JSON, optional) and up to 16 parts `images` (JPEG/PNG/WebP/BMP):
@@ -18,17 +18,12 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from service.benchmark_job import MAX_UPLOADED_IMAGES, BenchmarkRequest, benchmark_params
 from service.bodies import PartRule, job_body_doc
-from service.jobkinds import (
-    JOB_ROUTE,
-    MAX_UPLOADED_IMAGES,
-    BenchmarkRequest,
-    benchmark_params,
-    start_job,
-)
-from service.security import require_api_key
+from service.jobsubmit import JOB_ROUTE, start_job
+from service.security import require_job_access
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
 
 _IMAGES_DOC = {
     "type": "array",

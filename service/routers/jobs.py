@@ -1,8 +1,8 @@
 """/v1/jobs: list, inspect, download artifacts of, and cancel background jobs (see service/jobqueue/).
 
-This router also owns the JobQueue's lifetime (its lifespan is merged into the app's), so the app
-needs one `include_router` line. Job routes submit through `service.jobkinds.submit_job`. Every replica
-answers for every job: records live in the job store (SQLite or Redis), files on the shared jobs folder.
+The JobQueue is started in create_app's lifespan, beside the runtime; job routes submit through
+`service.jobsubmit`. Every replica answers for every job: records live in the job store (SQLite or
+Redis), files on the shared jobs folder.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError, error_responses
-from service.jobkinds import get_jobs, status_url
-from service.jobqueue import FINISHED, JobQueue, StorageUnavailable
+from service.jobqueue.model import FINISHED, StorageUnavailable
+from service.jobqueue.queue import JobQueue
+from service.jobsubmit import get_jobs, status_url
 from service.schemas import JobState
-from service.security import require_api_key
+from service.security import require_job_access
 
 log = logging.getLogger("masklite.jobs")
 
@@ -30,18 +30,7 @@ MEDIA_TYPES = {"png": "image/png", "csv": "text/csv", "json": "application/json"
                "md": "text/markdown"}  # fmt: skip
 
 
-@asynccontextmanager
-async def jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    manager = JobQueue.from_settings(app.state.settings)
-    await asyncio.to_thread(manager.start)
-    app.state.jobs = manager
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(manager.close)
-
-
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], lifespan=jobs_lifespan)
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
 
 
 class JobSummary(BaseModel):
@@ -142,6 +131,9 @@ async def _artifact(request: Request, job_id: str, name: str) -> FileResponse:
     path = manager.artifacts.path(job.id, name, job.artifacts)
     if path is None:
         hint = "" if job.state == "done" else f" (the job is {job.state})"
+        skipped = (job.result or {}).get("charts_skipped")
+        if skipped and name.endswith(".png"):
+            hint = f": it drew no charts, {skipped}"
         raise ApiError(404, "artifact_not_found", f"job {job.id} has no artifact {name[:100]!r}{hint}")
     media = MEDIA_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
     return FileResponse(path, media_type=media, headers={"Cache-Control": "no-store"})

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from service.bodies import PartRule, job_body_doc
-from service.jobkinds import JOB_ROUTE, GridSpec, robustness_params, start_job
-from service.security import require_api_key
+from service.jobsubmit import JOB_ROUTE, start_job
+from service.robustness_job import GridSpec, robustness_params
+from service.security import require_job_access
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
 
 _EVALSET_DOC = {"type": "string", "format": "binary", "description": "zip, a folder per label"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 from bench.images import load_scenes, make_target_image
 from bench.inprocess import BenchConfig, run_benchmark
 from bench.report import format_result, save_chart
-from bench.stats import conditions, conditions_line, cpu_counters, own_cpu_ticks, snapshot
+from bench.stats import conditions, conditions_line, cpu_counters, own_cpu_seconds, snapshot
 from bench.targets import ci_noise_reason, ci_ratio_failures, evaluate_targets, format_checks
 from masklite.faces import iou, match_boxes
 
@@ -80,13 +79,13 @@ def test_noisy_result_skips_the_ratio_verdict() -> None:
     assert "NOISY: DO NOT COMPARE" in format_checks(evaluate_targets(record), noisy=True)
 
 
-def test_conditions_quiet_and_from_proc_stat() -> None:
+def test_conditions_quiet_and_from_cpu_times() -> None:
     quiet = conditions({"load_avg_1m": 0.2, "cpu": None}, {"load_avg_1m": 0.9, "cpu": None}, cores=2)
     assert quiet["noisy"] is False and quiet["load_per_core_max"] == 0.45 and quiet["steal_pct"] is None
     loud = conditions({"load_avg_1m": 0.2, "cpu": None}, {"load_avg_1m": 1.1, "cpu": None}, cores=2)
     assert loud["noisy"] is True and loud["note"] == "noisy: do not compare"
-    counters = cpu_counters("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
-    assert counters == {"total": 1000, "steal": 40, "busy": 150}
+    counters = cpu_counters()
+    assert counters is not None and counters["total"] >= counters["busy"] + counters["steal"] > 0
     live = snapshot()
     assert live["load_avg_1m"] is not None and live["cpu"]["total"] > 0
 
@@ -94,27 +93,26 @@ def test_conditions_quiet_and_from_proc_stat() -> None:
 def test_the_benchmarks_own_load_is_not_noise() -> None:
     """A load average raised by the benchmark itself (its server, its load generator) is not noisy;
     the same ticks spent by another process are."""
-    before = {"load_avg_1m": 0.1, "cpu": {"total": 1000, "steal": 0, "busy": 100}, "own_ticks": 50}
-    own = {"load_avg_1m": 1.9, "cpu": {"total": 2000, "steal": 0, "busy": 1000}, "own_ticks": 900}
-    other = {"load_avg_1m": 1.9, "cpu": {"total": 2000, "steal": 0, "busy": 1000}, "own_ticks": 100}
+    before = {"load_avg_1m": 0.1, "cpu": {"total": 1000, "steal": 0, "busy": 100}, "own_cpu_s": 50}
+    own = {"load_avg_1m": 1.9, "cpu": {"total": 2000, "steal": 0, "busy": 1000}, "own_cpu_s": 900}
+    other = {"load_avg_1m": 1.9, "cpu": {"total": 2000, "steal": 0, "busy": 1000}, "own_cpu_s": 100}
     quiet, loud = conditions(before, own, cores=2), conditions(before, other, cores=2)
     assert quiet["noisy"] is False and quiet["other_cpu_pct"] == 5.0
     assert loud["noisy"] is True and loud["other_cpu_pct"] == 85.0
     assert "other processes used 85.0 %" in conditions_line(loud)
 
 
-def test_own_cpu_ticks_counts_child_processes() -> None:
-    """A child that spins for a second shows up in this process tree's ticks (and so not as noise)."""
+def test_own_cpu_seconds_counts_child_processes() -> None:
+    """A child that spins for a second shows up in this process tree's CPU time (and so not as noise)."""
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
-    start = own_cpu_ticks()
+    start = own_cpu_seconds()
     child = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(0.2)
-        assert child.pid and own_cpu_ticks() is not None
+        assert child.pid and own_cpu_seconds() is not None
     finally:
         child.wait(timeout=60)
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    assert start is not None and own_cpu_ticks() - start >= 0.8 * ticks_per_s  # reaped: in cutime
+    assert start is not None and own_cpu_seconds() - start >= 0.8  # reaped: in children_user
 
 
 def test_ratio_check_fails_when_http_is_over_twice_in_process() -> None:

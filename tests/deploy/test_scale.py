@@ -1,5 +1,6 @@
-"""The scale profile for real: `docker compose --profile scale up -d --scale api=0` on the Docker engine, then
-everything through the load balancer (HAProxy) on the published port.
+"""The scale profile for real: `docker compose --profile scale up -d`, exactly as README types it (the project
+name and ports come from the environment), on the Docker engine, then everything through the load balancer
+(HAProxy) on the published port. The containers listen on 0.0.0.0, so the job routes need the API key.
 
 2 API replicas, 2 job workers, Redis (AOF) and HAProxy, all from the repository and Debian packages:
   - 200 predicts: each replica answers at least 25 % (X-Masklite-Instance);
@@ -32,6 +33,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
 
 REDIS_IMAGE, LB_IMAGE = "masklite-redis:test", "masklite-lb:test"
 REPLICAS, WORKERS = 2, 2
+API_KEY = "scale-key-5d1e"
+KEYED = {"X-API-Key": API_KEY}
 READY_TIMEOUT_S = 180.0
 JOB_TIMEOUT_S = 180.0
 KILLED_JOB_FAILS_WITHIN_S = 60.0
@@ -48,13 +51,20 @@ class Scale:
     instances_seen: Counter = field(default_factory=Counter)
 
     def containers(self, service: str) -> dict[str, str]:
-        """hostname (what X-Masklite-Instance and job["worker"] say) -> container id."""
+        """hostname (what job["worker"] says) -> container id."""
         ids = self.docker.run(*self.compose, "ps", "-q", service).stdout.split()
         out = {}
         for cid in ids:
             host = self.docker.run("docker", "inspect", "-f", "{{.Config.Hostname}}", cid).stdout.strip()
             out[host] = cid
         return out
+
+    def instances(self) -> dict[str, str]:
+        """X-Masklite-Instance (an opaque id per process) -> replica container id, asked inside each."""
+        code = ("import urllib.request\n"
+                "r = urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=10)\n"
+                "print(r.headers['X-Masklite-Instance'])")  # fmt: skip
+        return {self.in_container(cid, code): cid for cid in self.containers("replica").values()}
 
     def in_container(self, cid: str, code: str) -> str:
         return self.docker.run("docker", "exec", cid, "python", "-c", code, timeout=60).stdout.strip()
@@ -72,12 +82,14 @@ def scale(docker: Docker) -> Iterator[Scale]:  # noqa: F811 - the fixture import
     env = dict(
         MASKLITE_IMAGE=IMAGE, MASKLITE_REDIS_IMAGE=REDIS_IMAGE, MASKLITE_LB_IMAGE=LB_IMAGE,
         MASKLITE_PUBLISH_PORT=str(port), MASKLITE_REPLICAS=str(REPLICAS), MASKLITE_JOB_WORKERS=str(WORKERS),
+        MASKLITE_API_KEY=API_KEY, COMPOSE_PROJECT_NAME=f"masklite-scale-{os.getpid()}",
     )  # fmt: skip
-    run = Docker({**docker.env, **env})
-    compose = ["docker", "compose", "-p", f"masklite-scale-{os.getpid()}", "-f", "docker-compose.yml",
-               "--profile", "scale"]  # fmt: skip
+    run = Docker({k: v for k, v in {**docker.env, **env}.items() if k != "COMPOSE_PROFILES"})
+    compose = ["docker", "compose", "--profile", "scale"]
     t0 = time.perf_counter()
-    run.run(*compose, "up", "-d", "--no-build", "--scale", "api=0", timeout=300)
+    run.run(*compose, "up", "-d", timeout=300)  # the documented command, as typed (images built above)
+    services = set(run.run(*compose, "ps", "--services").stdout.split())
+    assert services == {"replica", "worker", "redis", "lb"}, services  # no plain `api` on the same port
     deployment = Scale(f"http://127.0.0.1:{port}", compose, run)
     try:
         # the same deadline as before: `up` counts against it
@@ -99,7 +111,7 @@ def scale(docker: Docker) -> Iterator[Scale]:  # noqa: F811 - the fixture import
 
 def poll(scale: Scale, client: httpx.Client, job_id: str) -> dict[str, Any]:
     """One status poll through the balancer: it must always answer."""
-    r = client.get(f"/v1/jobs/{job_id}")
+    r = client.get(f"/v1/jobs/{job_id}", headers=KEYED)
     assert r.status_code == 200, r.text
     scale.instances_seen[r.headers["x-masklite-instance"]] += 1
     return r.json()
@@ -132,7 +144,7 @@ def test_predicts_are_spread_over_the_replicas(scale: Scale) -> None:
 
     def one(_: int) -> str:
         with httpx.Client(base_url=scale.url, timeout=60) as c:
-            r = c.post("/v1/predict", files={"file": ("s.jpg", image, "image/jpeg")})
+            r = c.post("/v1/predict", files={"file": ("s.jpg", image, "image/jpeg")})  # open: no key
             assert r.status_code == 200, r.text
             assert len(r.json()["faces"]) == 2
             return r.headers["x-masklite-instance"]
@@ -145,8 +157,15 @@ def test_predicts_are_spread_over_the_replicas(scale: Scale) -> None:
     assert min(by_instance.values()) >= 50, by_instance  # each replica at least 25 %
 
 
-def test_four_jobs_run_on_both_workers_at_once(scale: Scale) -> None:
+def test_job_routes_need_the_key_beyond_loopback(scale: Scale) -> None:
     with httpx.Client(base_url=scale.url, timeout=60) as c:
+        r = c.post("/v1/robustness", json=SMALL)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", r.text
+        assert c.get("/v1/jobs", headers=KEYED).status_code == 200
+
+
+def test_four_jobs_run_on_both_workers_at_once(scale: Scale) -> None:
+    with httpx.Client(base_url=scale.url, timeout=60, headers=KEYED) as c:
         ids = []
         for _ in range(4):
             r = c.post("/v1/robustness", json=SMALL)
@@ -170,25 +189,26 @@ def test_four_jobs_run_on_both_workers_at_once(scale: Scale) -> None:
     assert all(j["result"]["cells"] and "grid.csv" in j["artifacts"] for j in jobs)
     assert most_running == WORKERS and len(workers) == WORKERS
     assert len(scale.instances_seen) == REPLICAS  # the polls reached both replicas, which all knew the jobs
-    with httpx.Client(base_url=scale.url, timeout=60) as c:
+    with httpx.Client(base_url=scale.url, timeout=60, headers=KEYED) as c:
         for _ in range(REPLICAS):  # an artifact written by a worker, served by each replica
             r = c.get(jobs[0]["artifacts"]["grid.csv"])
             assert r.status_code == 200 and r.text.startswith("layer,")
 
 
 def test_cancel_through_one_replica_stops_a_job_submitted_through_the_other(scale: Scale) -> None:
-    replicas = scale.containers("replica")
+    replicas = scale.instances()
     workers = scale.containers("worker")
-    with httpx.Client(base_url=scale.url, timeout=60) as c:
+    with httpx.Client(base_url=scale.url, timeout=60, headers=KEYED) as c:
         r = c.post("/v1/robustness", json=LONG)
         assert r.status_code == 202, r.text
         job_id, submitter = r.json()["job_id"], r.headers["x-masklite-instance"]
         job = wait_job(scale, c, job_id, {"running"}, JOB_TIMEOUT_S)
         worker_cid = workers[job["worker"]]
         assert job_processes(scale, worker_cid), "no job process in the worker container"
-        other = next(cid for host, cid in replicas.items() if host != submitter)
+        other = next(cid for instance, cid in replicas.items() if instance != submitter)
         code = ("import json, urllib.request\n"
-                f"req = urllib.request.Request('http://127.0.0.1:8000/v1/jobs/{job_id}', method='DELETE')\n"
+                f"req = urllib.request.Request('http://127.0.0.1:8000/v1/jobs/{job_id}', method='DELETE',"
+                f" headers={KEYED!r})\n"
                 "r = urllib.request.urlopen(req, timeout=30)\n"
                 "print(r.status, json.load(r)['state'], r.headers['X-Masklite-Instance'])")  # fmt: skip
         status, state, answered_by = scale.in_container(other, code).split()
@@ -204,7 +224,7 @@ def test_cancel_through_one_replica_stops_a_job_submitted_through_the_other(scal
 
 
 def test_redis_restart_keeps_finished_jobs(scale: Scale) -> None:
-    with httpx.Client(base_url=scale.url, timeout=60) as c:
+    with httpx.Client(base_url=scale.url, timeout=60, headers=KEYED) as c:
         before = {j["id"]: j["state"] for j in c.get("/v1/jobs").json()["jobs"]}
         assert list(before.values()).count("done") >= 4
         t0 = time.perf_counter()
@@ -226,7 +246,7 @@ def test_redis_restart_keeps_finished_jobs(scale: Scale) -> None:
 
 def test_killed_worker_fails_its_job_and_the_others_finish(scale: Scale) -> None:
     workers = scale.containers("worker")
-    with httpx.Client(base_url=scale.url, timeout=60) as c:
+    with httpx.Client(base_url=scale.url, timeout=60, headers=KEYED) as c:
         long_id = c.post("/v1/robustness", json=LONG).json()["job_id"]
         victim = wait_job(scale, c, long_id, {"running"}, JOB_TIMEOUT_S)["worker"]
         scale.docker.run("docker", "kill", workers[victim])

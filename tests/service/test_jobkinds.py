@@ -1,11 +1,10 @@
-"""service/jobkinds.py without a server: every kind registered in one explicit place (not on a router's
-import), job functions a spawned worker can import, and the benchmark adapter's checks."""
+"""The job kinds without a server: every kind registered by name in one explicit place (service/jobkinds.py,
+not on a router's import), names the job process can import, and the benchmark adapter's checks."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import pickle
 import subprocess
 import sys
 
@@ -13,17 +12,14 @@ import pytest
 from PIL import Image
 
 from bench.inprocess import BenchConfig
+from bench.jobs import NOT_CONFIG
 from masklite.card import load_card
 from masklite.paths import DEFAULT_MODELS_DIR
+from service.benchmark_job import BenchmarkRequest, benchmark_params, loopback_url
 from service.bodies import Part
 from service.errors import ApiError
-from service.jobkinds import (
-    JOB_KINDS,
-    BenchmarkRequest,
-    benchmark_params,
-    loopback_url,
-    register_job_kinds,
-)
+from service.jobkinds import JOB_KINDS, register_job_kinds
+from service.jobqueue.process import resolve
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 
@@ -38,17 +34,17 @@ def test_register_job_kinds_registers_every_kind() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(JOB_KINDS))
-def test_job_functions_pickle_by_reference(kind: str) -> None:
-    """The job runner pickles the function into a `spawn`ed process: it must be a module-level name."""
-    fn = JOB_KINDS[kind]
-    assert pickle.loads(pickle.dumps(fn)) is fn
+def test_job_kind_names_resolve_to_functions(kind: str) -> None:
+    """The job process imports each kind by its "module:function" name (here, the test process may)."""
+    fn = resolve(JOB_KINDS[kind])
+    assert callable(fn) and f"{fn.__module__}:{fn.__name__}" == JOB_KINDS[kind]
 
 
 # importing every router registers nothing; creating the app registers each kind once
 PROBE = """
-import service.jobqueue as jobs
+import service.jobqueue.model as jobs
 calls = []
-jobs.register_job_kind = lambda name, fn, exclusive=False: calls.append(name)
+jobs.register_job_kind = lambda name, target, exclusive=False: calls.append(name)
 import service.app
 from service.routers import benchmark, jobs as jobs_router, predict, robustness
 assert calls == [], calls
@@ -66,9 +62,9 @@ def test_routers_do_not_register_kinds_on_import() -> None:
 
 
 def test_every_benchmark_request_field_maps_onto_bench_config() -> None:
-    """run_benchmark_job passes the request's fields to BenchConfig by name."""
+    """bench.jobs.run_benchmark_job passes the request's fields to BenchConfig by name."""
     config_fields = {f.name for f in dataclasses.fields(BenchConfig)}
-    assert set(BenchmarkRequest.model_fields) - {"models", "http_runs"} <= config_fields
+    assert set(BenchmarkRequest.model_fields) - set(NOT_CONFIG) <= config_fields
 
 
 @pytest.mark.parametrize(
@@ -110,7 +106,7 @@ def test_benchmark_params_check_models_and_images() -> None:
 def test_the_api_process_does_not_import_the_benchmark_code() -> None:
     """The benchmark modules (and httpx, rich) load in the job process only: ~9 MB less per API worker."""
     code = (
-        "import sys, service.app; "
+        "import sys, service.app, service.routers.benchmark; service.app.create_app(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bench', 'httpx', 'rich')))"
     )
     out = subprocess.run(

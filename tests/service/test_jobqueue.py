@@ -3,7 +3,8 @@ started here on a free port with AOF persistence, as the scale deployment runs i
 
 Each backend runs the same tests with two JobQueues in this process, as two replicas would: `api` submits,
 reads and cancels (no runner), `worker` runs the jobs in spawned processes. Store-level tests cover what
-the API tests cannot reach: the queue bound under races, cancel-vs-finish, input TTLs, the lease reaper.
+the API tests cannot reach: the queue bound under races, cancel-vs-finish, claims, input TTLs, the lease
+reaper.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from service.jobqueue import FINISHED, Job, JobQueue, QueueFull, register_job_kind
-from service.jobqueue.queue import LOST
-from service.jobqueue.runner import HOST
+from service.jobqueue.job_runner import HOSTNAME
+from service.jobqueue.model import FINISHED, Job, QueueFull, register_job_kind
+from service.jobqueue.queue import LOST, JobQueue
 from service.jobqueue.store import JobStore, RedisStore, SqliteStore
 from tests.conftest import free_port, skip_or_fail
 
@@ -45,8 +46,8 @@ def sleepy(params: dict[str, Any], progress: Callable[[float, dict | None], None
     return {"steps": steps, "blob": len(params.get("blob", b"")), "start": started, "end": time.time()}
 
 
-register_job_kind("test-sleep", sleepy)
-register_job_kind("test-alone", sleepy, exclusive=True)
+register_job_kind("test-sleep", f"{__name__}:sleepy")
+register_job_kind("test-alone", f"{__name__}:sleepy", exclusive=True)
 
 
 # ------------------------------------------------------------------ a real redis-server
@@ -225,7 +226,7 @@ def test_job_runs_on_the_worker_and_every_replica_sees_it(pair: tuple[JobQueue, 
     api, worker = pair
     submitted = api.submit("test-sleep", {"steps": 20, "dt": 0.1, "blob": b"z" * 50_000}, {"steps": 20})
     running = wait_for(api, submitted.id, {"running"})
-    assert running.worker_host == HOST and running.params == {"steps": 20}
+    assert running.worker_host == HOSTNAME and running.params == {"steps": 20}
     assert api.store.take_inputs(submitted.id) is None  # the upload left the store when the job started
     seen = wait_for(api, submitted.id, {"running"})
     deadline = time.monotonic() + TIMEOUT_S
@@ -305,12 +306,27 @@ def test_a_claimed_job_whose_runner_died_is_queued_again(pair: tuple[JobQueue, J
     assert wait_for(api, j.id, {"done", "failed"}).state == "done"
 
 
-def test_a_queued_job_whose_message_was_lost_is_queued_again(pair: tuple[JobQueue, JobQueue]) -> None:
+def test_the_store_is_the_queue(pair: tuple[JobQueue, JobQueue]) -> None:
+    """Writing the record queues the job (one atomic write: no message to lose beside it), and runners take
+    the oldest queued job no one holds."""
     api, _ = pair
-    j = job(created=time.time() - api.lease_s - 1)  # queued a while ago; its message never reached the queue
-    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)
-    api.reap()
+    j = job()
+    api.store.create(j, pickle.dumps({"steps": 1}), 10, 60)  # nothing else: no message, no reaper
     assert wait_for(api, j.id, {"done", "failed"}).state == "done"
+
+
+def test_claim_next_takes_the_oldest_unclaimed_job(store: JobStore) -> None:
+    first, second, cancelled = job(), job(), job()
+    for j in (first, second, cancelled):
+        store.create(j, None, 10, 60)
+        time.sleep(0.01)
+    store.finish(cancelled.id, "cancelled")
+    assert store.claim(second.id, "w1:1:1")  # held by another runner already
+    taken = store.claim_next("w2:2:2")
+    assert taken is not None and taken.id == first.id and taken.worker == "w2:2:2"
+    assert store.claim_next("w2:2:2") is None  # second is held, cancelled is finished
+    assert store.unclaim(second.id, "w1:1:1")  # its runner let go: queued again
+    assert store.claim_next("w2:2:2").id == second.id
 
 
 def test_queued_jobs_survive_a_restart_running_ones_fail(backend: tuple[str | None, Path]) -> None:
@@ -362,9 +378,7 @@ def test_embedded_queue_needs_no_broker_and_one_runner_per_folder(tmp_path: Path
         assert (a.runner is None) != (b.runner is None)
         j = b.submit("test-sleep", {"steps": 2})
         assert wait_for(a, j.id, {"done", "failed"}).state == "done"
-        assert (tmp_path / "jobs" / "queue.sqlite3").is_file() and (
-            tmp_path / "jobs" / "jobs.sqlite3"
-        ).is_file()
+        assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()  # records and queue in one file
         assert os.listdir(tmp_path / "jobs" / j.id) == ["steps.json"] or "steps.json" in os.listdir(
             tmp_path / "jobs" / j.id
         )

@@ -251,7 +251,8 @@ def test_killed_worker_fails_the_job_and_the_next_job_runs(jc: httpx.Client, job
     assert jobs_server.alive()
     assert jc.get("/health/live").status_code == 200
     nxt = jc.post("/v1/robustness", json=SMALL).json()["job_id"]
-    assert wait_state(jc, nxt, {"done", "failed"})["state"] == "done"
+    last = wait_state(jc, nxt, {"done", "failed"})
+    assert last["state"] == "done", last["error"]
 
 
 def test_restart_keeps_results_and_fails_interrupted_jobs(

@@ -15,7 +15,7 @@ for name in ("matplotlib", "tensorflow", "keras"):
     sys.modules[name] = None
 from masklite import charts_available
 from service.app import create_app
-from service import jobkinds  # the benchmark job draws its chart only when it can
+import bench.jobs  # the benchmark job draws its chart only when it can
 create_app()
 assert not charts_available()
 print("ok")

@@ -113,4 +113,4 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MASKLITE_PORT", "MASKLITE_MAX_BODY_BYTES", "MASKLITE_HOST"):
         monkeypatch.delenv(name, raising=False)
     s = Settings()
-    assert (s.host, s.port, s.max_body_bytes) == ("0.0.0.0", 8000, 10_000_000)
+    assert (s.host, s.port, s.max_body_bytes) == ("127.0.0.1", 8000, 10_000_000)  # loopback unless told

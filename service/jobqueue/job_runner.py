@@ -1,6 +1,5 @@
-"""A Runner executes queued jobs on this host: a Huey consumer whose threads each supervise one job process.
-
-Per job, the supervising thread:
+"""A JobRunner runs queued jobs on this host: one thread per slot takes the oldest queued job from the store
+(an atomic claim) and supervises its process. Per job, that thread:
   1. takes the host lock (shared; exclusive for benchmarks), waiting while the job stays queued;
   2. takes the job's inputs out of the store and marks it running (unless it was cancelled meanwhile);
   3. spawns the job process (service/jobqueue/process.py) and relays its progress and partial results;
@@ -25,54 +24,52 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from huey.api import Huey
-from huey.consumer import Consumer
+import psutil
 
 from service.jobqueue.artifacts import ArtifactStore
-from service.jobqueue.locks import HostLock
+from service.jobqueue.locks import HostJobLock
 from service.jobqueue.model import DONE, FAILED, QUEUED, RUNNING, Job, JobKind, StorageUnavailable, job_kind
 from service.jobqueue.process import death_reason, job_main, kill_group
 from service.jobqueue.store import JobStore
 
 log = logging.getLogger("masklite.jobs")
 
-HOST = socket.gethostname()
+HOSTNAME = socket.gethostname()  # in worker ids: which machine runs a job
 HEARTBEAT_S = 0.5  # lease renewal, progress write and cancel check, per running job
+POLL_S = 0.5  # an idle slot looks for a queued job this often
+RETRY_S = 5.0  # ... and this often while the store is unreachable (a broker restart)
 EXIT_GRACE_S = 30.0  # a job process that lingers this long after its result is killed
 INTERRUPTED = "interrupted by restart: {who} stopped while this job was running"
 
 
-def _start_ticks(pid: int) -> str:
-    """The process's start time (clock ticks since boot): with the pid, it names one process for good."""
+def _started(pid: int) -> str:
+    """The process's start time (centiseconds since the epoch): with the pid, it names one process."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return str(round(psutil.Process(pid).create_time() * 100))
+    except psutil.Error:
         return "?"
 
 
 def make_worker_id() -> str:
     pid = os.getpid()
-    return f"{HOST}:{pid}:{_start_ticks(pid)}"
+    return f"{HOSTNAME}:{pid}:{_started(pid)}"
 
 
 def worker_process_gone(worker: str | None) -> bool:
     """True only when `worker` ran on this host and that process no longer exists."""
     try:
         host, pid, start = (worker or "").split(":")
-        return host == HOST and _start_ticks(int(pid)) != start
+        return host == HOSTNAME and _started(int(pid)) != start
     except ValueError:
         return False
 
 
-class Host(Protocol):
-    """What a runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
+class JobRunnerOwner(Protocol):
+    """What a job runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
 
     store: JobStore
-    huey: Huey
     artifacts: ArtifactStore
     input_ttl_s: int
-
-    def enqueue(self, job_id: str) -> None: ...
 
     def finish(
         self,
@@ -87,61 +84,63 @@ class Host(Protocol):
     def finished_elsewhere(self, job_id: str) -> None: ...
 
 
-class _Consumer(Consumer):
-    def _set_signal_handlers(self) -> None:
-        """The hosting process (uvicorn, or the worker's main) owns the signals."""
-
-
-class Runner:
-    def __init__(self, queue: Host, slots: int, nice: int, lock_dir: Path):
+class JobRunner:
+    def __init__(self, queue: JobRunnerOwner, slots: int, nice: int, lock_dir: Path):
         self.queue = queue
         self.slots = slots
         self.nice = nice
-        self.host_lock = HostLock(lock_dir)
+        self.host_lock = HostJobLock(lock_dir)
         self.worker_id = make_worker_id()
         self._stop = threading.Event()
         self._ctx = multiprocessing.get_context("spawn")
-        self._consumer: _Consumer | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.queue.store.register_worker(self.worker_id, self.slots)
-        self._consumer = _Consumer(
-            self.queue.huey,
-            workers=self.slots,
-            periodic=False,
-            initial_delay=0.05,
-            backoff=1.3,
-            # SQLite is polled: a job waits at most this long for an idle runner. Redis blocks on the
-            # queue and only backs off after errors (a broker restart): log those less often.
-            max_delay=5.0 if self.queue.huey.storage.blocking else 0.5,
-            shutdown_timeout=20,
-        )
-        self._consumer.start()
+        self._threads = [
+            threading.Thread(target=self._slot, name=f"job-slot-{i}", daemon=True) for i in range(self.slots)
+        ]
+        for thread in self._threads:
+            thread.start()
         log.info("job runner %s: %d slot(s), host lock %s", self.worker_id, self.slots, self.host_lock.main)
-
-    def check_threads(self) -> None:
-        if self._consumer is not None:
-            self._consumer.check_worker_health()
 
     def stop(self) -> None:
         """Kill running jobs (recorded as interrupted); queued ones stay queued for the next runner."""
         self._stop.set()
-        if self._consumer is not None:
-            self._consumer.stop(graceful=True)
+        for thread in self._threads:
+            thread.join(20)
         with contextlib.suppress(StorageUnavailable):
             self.queue.store.unregister_worker(self.worker_id)
 
+    def _slot(self) -> None:
+        """One slot: take the oldest queued job, run it, again, until stopped. Never dies."""
+        failing = False
+        while not self._stop.is_set():
+            try:
+                job = self.queue.store.claim_next(self.worker_id)
+            except StorageUnavailable as exc:
+                if not failing:
+                    log.warning("job runner %s: %s", self.worker_id, exc)
+                failing = True
+                self._stop.wait(RETRY_S)
+                continue
+            failing = False
+            if job is None:
+                self._stop.wait(POLL_S)
+                continue
+            try:
+                self.execute(job)
+            except Exception as exc:  # noqa: BLE001 - the job fails, the slot lives on
+                log.exception("job %s: the runner failed", job.id)
+                self.queue.finish(job.id, FAILED, error=f"the job runner failed: {exc}", retry=True)
+
     # ------------------------------------------------------------ one job
 
-    def execute(self, job_id: str) -> None:
-        """The Huey task body, in a consumer thread."""
+    def execute(self, job: Job) -> None:
+        """A job this runner claimed: wait for the host lock, then run it."""
         store = self.queue.store
-        job = store.get(job_id)
-        if job is None or not store.claim(job_id, self.worker_id):
-            return  # cancelled (or pruned) while queued, or a duplicate message of a job another runner has
         kind = job_kind(job.kind)
         if kind is None:
-            self.queue.finish(job_id, FAILED, error=f"this worker has no job kind {job.kind!r}")
+            self.queue.finish(job.id, FAILED, error=f"this worker has no job kind {job.kind!r}")
             return
         last = [time.monotonic(), QUEUED]
 
@@ -152,17 +151,17 @@ class Runner:
             if time.monotonic() - last[0] >= HEARTBEAT_S:
                 last[0] = time.monotonic()
                 with contextlib.suppress(StorageUnavailable):
-                    last[1] = store.heartbeat(job_id, self.worker_id, state=QUEUED) or "gone"
+                    last[1] = store.heartbeat(job.id, self.worker_id, state=QUEUED) or "gone"
             return last[1] != QUEUED
 
         try:
             with self.host_lock.hold(kind.exclusive, give_up) as held:
                 if held:
                     self._run(job, kind)
-                elif self._stop.is_set() and store.unclaim(job_id, self.worker_id):
-                    self.queue.enqueue(job_id)  # still queued: it goes back for the next runner
+                elif self._stop.is_set():
+                    store.unclaim(job.id, self.worker_id)  # still queued: back for the next runner
         except OSError as exc:
-            self.queue.finish(job_id, FAILED, error=f"cannot take the host lock {self.host_lock.main}: {exc}")
+            self.queue.finish(job.id, FAILED, error=f"cannot take the host lock {self.host_lock.main}: {exc}")
 
     def _run(self, job: Job, kind: JobKind) -> None:
         store = self.queue.store
@@ -178,7 +177,7 @@ class Runner:
         out_dir = self.queue.artifacts.job_dir(job.id)
         process = self._ctx.Process(
             target=job_main,
-            args=(kind.fn, params, str(out_dir), child, self.nice, os.getpid()),
+            args=(kind.target, params, str(out_dir), child, self.nice, os.getpid()),
             name=f"masklite-job-{kind.name}",
         )
         try:
@@ -218,7 +217,7 @@ class Runner:
                 break
             if self._stop.is_set():
                 kill_group(process.pid)
-                outcome = (FAILED, INTERRUPTED.format(who=f"the job runner ({HOST})"), None)
+                outcome = (FAILED, INTERRUPTED.format(who=f"the job runner ({HOSTNAME})"), None)
                 break
             if time.monotonic() - last_beat >= HEARTBEAT_S:
                 last_beat = time.monotonic()
