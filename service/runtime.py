@@ -94,7 +94,7 @@ class ModelState:
 class DetectorState:
     name: str = "yunet"
     file: str | None = None
-    path: Path | None = None  # internal only: never reported on a route
+    path: Path | None = None  # the `.onnx` it came from (load_detector's `path`); never on a route
     available: bool = False
     error: str | None = None  # path-free (redact_paths)
     sha256_ok: bool | None = None
@@ -262,7 +262,7 @@ class Runtime:
             )
         # `file` stays the card's detector (what the routes report), `runtime` says what runs it
         self.detector.file, self.detector.sha256_ok = files.source.name, files.sha256_ok
-        self.detector.runtime, self.detector.path = detector.runtime, files.model
+        self.detector.runtime, self.detector.path = detector.runtime, files.source
         self.detector.available = True
         self._detector = detector
 
