@@ -25,11 +25,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from masklite.faces import FaceDetector
+
 SIZE = (640, 480)  # width, height of every clip
 Rect = tuple[float, float, float, float]  # x, y, w, h in scene pixels
 Box = tuple[int, int, int, int]
-# a face counts as in view when this share of its box is inside the frame
-VISIBLE_SHARE = 0.8
+# a face counts as in view when this share of its box is inside the frame (a detector still finds a face
+# half out of view, so the truth must count it too)
+VISIBLE_SHARE = 0.5
+# a found box belongs to a true one when this share of the smaller box lies inside the other: annotated
+# boxes are often looser than YuNet's (hair, chin), so IoU alone would call a right answer wrong
+MATCH_SHARE = 0.5
 
 ENCODERS: dict[str, list[str]] = {
     "mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "20",
@@ -100,6 +106,41 @@ def suitable_scenes(directory: Path, max_faces: int = 4, min_face_share: float =
         if width and min(f.box[2] for f in faces) >= min_face_share * width:
             out.append(xml_path.stem)
     return out
+
+
+def overlap_share(a: Sequence[int], b: Sequence[int]) -> float:
+    """Intersection over the smaller box's area."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return iw * ih / smaller if smaller > 0 else 0.0
+
+
+def match_faces(truth: Sequence[Box], found: Sequence[Box]) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching, best overlap share first: [(truth index, found index)]."""
+    scored = sorted(((overlap_share(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
+                    reverse=True)  # fmt: skip
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for share, i, j in scored:
+        if share < MATCH_SHARE:
+            break
+        if i not in used_t and j not in used_f:
+            used_t.add(i)
+            used_f.add(j)
+            out.append((i, j))
+    return out
+
+
+def annotation_complete(directory: Path, stem: str, detector: FaceDetector) -> bool:
+    """False when the detector finds a face in the still that nobody annotated. Most such scenes have
+    real people left unannotated in the background (mw_001: five faces, two annotated), which would make
+    the truth wrong; leaving them out also hides the detector's own false positives on them."""
+    faces = read_voc(directory / "annotations" / f"{stem}.xml")
+    rgb = cv2.cvtColor(cv2.imread(str(directory / "images" / f"{stem}.jpg")), cv2.COLOR_BGR2RGB)
+    found = detector.detect(rgb)
+    return len(match_faces([f.box for f in faces], [d.box for d in found])) == len(found)
 
 
 def _window(width: int, height: int, zoom: float) -> tuple[float, float]:
@@ -197,3 +238,53 @@ def encode(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
     if proc.wait(timeout=300) != 0:
         raise RuntimeError(f"ffmpeg failed on {path.name}: {err[-500:]}")
     return path
+
+
+@dataclass(frozen=True)
+class TrackScore:
+    true_people: int
+    counted: int  # people the video path reports with a label (not `unknown`)
+    tracks: int  # every track, `unknown` ones included
+    found: int  # true people matched by at least one track
+    id_switches: int  # times a true person's matched track id changed
+    labels_right: int  # true people whose main track's voted label is their true label
+
+    @property
+    def count_error(self) -> float:
+        return (self.counted - self.true_people) / self.true_people if self.true_people else 0.0
+
+    @property
+    def label_accuracy(self) -> float:
+        return self.labels_right / self.true_people if self.true_people else 0.0
+
+    def as_json(self) -> dict[str, float | int]:
+        return {
+            **self.__dict__,
+            "count_error": round(self.count_error, 4),
+            "label_accuracy": round(self.label_accuracy, 4),
+        }
+
+
+def score_tracks(truth: Truth, lines: Sequence[dict], people: Sequence[dict]) -> TrackScore:
+    """The video path's answer (its frame lines and people) against the truth: per analysed frame, true
+    boxes are matched to found boxes (match_faces); a true person's main track is the id matched most
+    often."""
+    matched: dict[int, list[int]] = {}
+    for line in lines:
+        true_faces = truth.frames[line["frame"]]
+        found = [f for f in line["faces"] if f["id"] is not None]
+        pairs = match_faces([t.box for t in true_faces], [tuple(f["box"]) for f in found])
+        for ti, fi in pairs:
+            matched.setdefault(true_faces[ti].person, []).append(found[fi]["id"])
+    labels = {p["id"]: p["label"] for p in people}
+    switches = found_people = right = 0
+    for person, label in truth.people.items():
+        ids = matched.get(person, [])
+        if not ids:
+            continue
+        found_people += 1
+        switches += sum(a != b for a, b in zip(ids, ids[1:], strict=False))
+        main = max(set(ids), key=ids.count)
+        right += labels.get(main) == label
+    counted = sum(p["label"] != "unknown" for p in people)
+    return TrackScore(len(truth.people), counted, len(people), found_people, switches, right)
