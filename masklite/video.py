@@ -17,12 +17,13 @@ uploads), and `AnnotatedWriter` encodes H.264 (the wheel's FFmpeg has no softwar
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -36,6 +37,7 @@ from masklite.tracking import DEFAULT_MIN_VOTES, PersonVotes, Tracker, make_trac
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000|probesize;100000"
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
 # compliance buckets: a minute each, or 10 s for a clip shorter than this
@@ -90,6 +92,11 @@ class FrameSource:
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(READ_TIMEOUT_S * 1000),
         ]  # fmt: skip
+        if str(self.spec).lower().startswith(LIVE_SCHEMES):
+            # RTP over the RTSP connection (TCP): no UDP ports to open, no packet loss on a busy link; a
+            # short stream probe (0.5 s, not 5 s): opening took ~3 s and the frames buffered meanwhile came
+            # out stale. OpenCV reads this variable at open time; a caller who set it keeps theirs
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", RTSP_CAPTURE_OPTIONS)
         backend = cv2.CAP_ANY if isinstance(self.spec, int) else cv2.CAP_FFMPEG
         self._cap = cv2.VideoCapture(self.spec, backend, params)
         if not self._cap.isOpened():
@@ -189,13 +196,14 @@ class VideoInfo:
     codec: str
 
 
-def probe(path: Path | str, max_duration_s: float | None = None) -> VideoInfo:
+def probe(path: Path | str | BinaryIO, max_duration_s: float | None = None) -> VideoInfo:
     """Demux a video file without decoding it (cheap enough for the API process): its size, frame count
     and length; VideoError for a file that is not a video, is cut short, has no frames, or is too long."""
     import av  # the `video` extra
 
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        target = str(path) if isinstance(path, str | Path) else path
+        with av.open(target, metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise VideoError("not_video", "no video stream in the file")
             stream = container.streams.video[0]

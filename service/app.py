@@ -15,7 +15,7 @@ from masklite import __version__
 from service.errors import ErrorResponse, install_error_handlers
 from service.jobkinds import register_job_kinds
 from service.middleware import RequestContextMiddleware
-from service.routers import benchmark, health, jobs, models, predict, robustness, web
+from service.routers import benchmark, health, jobs, models, predict, robustness, video, web
 from service.routers import metrics as metrics_router
 from service.runtime import Runtime
 from service.security import document_security
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(robustness.router)
     app.include_router(benchmark.router)
+    app.include_router(video.router)
 
     app.openapi = _openapi_with_envelope(app)  # type: ignore[method-assign]
     return app

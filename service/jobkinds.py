@@ -38,6 +38,7 @@ from service.errors import ApiError, error_responses
 from service.jobqueue import JobFn, JobQueue, QueueFull, StorageUnavailable, UnknownKind, register_job_kind
 from service.schemas import JobAccepted
 from service.settings import Settings
+from service.videojob import video_job
 
 if TYPE_CHECKING:  # the benchmark code itself is imported by the job process only (run_benchmark_job)
     from bench.images import BenchImage
@@ -379,7 +380,7 @@ def benchmark_job(params: dict[str, Any], progress: Any, out_dir: Path) -> dict[
 
 # ---------------------------------------------------------------- registration
 
-JOB_KINDS: dict[str, JobFn] = {"robustness": robustness_job, "benchmark": benchmark_job}
+JOB_KINDS: dict[str, JobFn] = {"robustness": robustness_job, "benchmark": benchmark_job, "video": video_job}
 # kinds that run alone on their host (service/jobqueue/locks.py): a benchmark must not measure another job
 EXCLUSIVE_KINDS = frozenset({"benchmark"})
 
