@@ -112,6 +112,16 @@ def _video_error(exc: VideoError) -> ApiError:
     return ApiError(422, "invalid_video", f"file: {exc}")
 
 
+def looks_like_video(data: bytes) -> bool:
+    """The first bytes of an accepted container: MP4/MOV, Matroska/WebM, AVI, GIF."""
+    return (
+        data[4:8] == b"ftyp"
+        or data[:4] == b"\x1a\x45\xdf\xa3"
+        or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
+        or data[:6] in (b"GIF87a", b"GIF89a")
+    )
+
+
 def check_upload(data: bytes, max_s: float) -> tuple[str, dict[str, Any]]:
     """The uploaded bytes demuxed once (no decoding): (file suffix, facts); 415 for anything that is not one
     of the accepted containers, 422 for a cut, empty or too long one."""
@@ -121,6 +131,8 @@ def check_upload(data: bytes, max_s: float) -> tuple[str, dict[str, Any]]:
         with av.open(io.BytesIO(data), metadata_errors="ignore") as container:
             format_name = container.format.name
     except av.error.FFmpegError as exc:
+        if looks_like_video(data):  # the right magic bytes, then nothing readable: damaged, not foreign
+            raise ApiError(422, "invalid_video", "file: the video is cut short or corrupt") from exc
         raise ApiError(415, "unsupported_media_type", f"file: not a video ({ACCEPTED})") from exc
     suffix = CONTAINERS.get(format_name)
     if suffix is None:
