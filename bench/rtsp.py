@@ -5,9 +5,10 @@ TCP (RFC 2326 interleaved), the way IP cameras are usually read.
 Why not `ffmpeg -rtsp_flags listen`: that makes ffmpeg an RTSP server that *receives* a published stream
 (ANNOUNCE/RECORD); a reader that asks to PLAY, as OpenCV's FFmpeg backend and every camera client do, is
 refused. Debian's gstreamer1.0-rtsp would do it, but is not installed here and has no Python binding in
-the project's environment. So ffmpeg does the encoding and the RTP packets (real ones, with its own SDP),
-and this module only speaks the RTSP handshake: OPTIONS, DESCRIBE, SETUP (TCP interleaved only; UDP is
-answered 461 and clients fall back), PLAY, TEARDOWN.
+the project's environment. So ffmpeg does the encoding and the RTP packets (real ones, with its own SDP,
+which carries the H.264 parameter sets as cameras' do), and this module only speaks the RTSP handshake:
+OPTIONS, DESCRIBE, SETUP (TCP interleaved only; UDP is answered 461 and clients fall back), PLAY,
+TEARDOWN.
 
     with RtspServer(Path("clip.mp4"), fps=10) as server:
         server.url   # rtsp://127.0.0.1:<port>/stream
@@ -57,7 +58,7 @@ class RtspServer:
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
             *(["-stream_loop", "-1"] if self.loop else []), "-i", str(self.video), "-an",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
-            "-r", f"{self.fps:g}", "-g", str(max(1, round(self.fps))), "-x264-params", "repeat-headers=1",
+            "-r", f"{self.fps:g}", "-g", str(max(1, round(self.fps))), "-flags", "+global_header",
             "-f", "rtp", "-sdp_file", str(sdp), f"rtp://127.0.0.1:{rtp_port}?pkt_size=1200",
         ]  # fmt: skip
         self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -107,6 +107,11 @@ class FrameSource:
         self.fps = fps if math.isfinite(fps) and 0 < fps <= 240 else 25.0
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.width <= 0 or self.height <= 0:
+            # opened, but the probe saw no picture (a stream without its parameters in the SDP and no
+            # key frame within the probe): reading would fail at once, so say so now
+            self._cap.release()
+            raise VideoError("no_frames", f"no picture from {self._describe()}")
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count: int | None = count if count > 0 and not self.live else None
         self.frames_read = 0  # decoded from the source (a live source: more than were handed out)

@@ -238,3 +238,17 @@ def test_sources_refuse_missing_files_and_parse_webcams(tmp_path: Path) -> None:
     with pytest.raises(VideoError), open_source(garbage) as source:
         analyse_video(source, None, VideoOptions())  # type: ignore[arg-type]
     assert parse_source("0") == 0 and parse_source("rtsp://h/x") == "rtsp://h/x"
+
+
+# ---------------------------------------------------------------- a real RTSP stream, in-process
+
+
+def test_rtsp_stream_is_read_at_its_own_rate_without_growing_lag(clips: Clips, video_models: Models) -> None:
+    from bench.video import measure_stream
+
+    stream = measure_stream(clips.files["mp4"], video_models, seconds=6.0)
+    # 10 fps for 6 s (+ a few frames buffered while opening); every frame handed out analysed or dropped
+    assert 55 <= stream["frames_read"] <= 80, stream
+    assert stream["frames_analysed"] + stream["frames_dropped"] <= stream["frames_read"]
+    assert stream["frames_analysed"] >= 20, stream
+    assert stream["lag_growth_ms"] < 300, stream  # a reader falling behind would grow by seconds
