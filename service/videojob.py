@@ -15,6 +15,7 @@ than a failed job later.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import socket
@@ -60,10 +61,17 @@ class VideoRequest(BaseModel):
     min_votes: int = Field(3, ge=1, le=100, description="judged frames before a person gets a label")
 
 
-def video_unavailable(exc: Exception) -> ApiError:
+def video_unavailable(reason: str) -> ApiError:
     return ApiError(
-        503, "video_unavailable", f"video support is not installed here: {exc}", {"Retry-After": "60"}
+        503, "video_unavailable", f"video support is not installed here ({reason})", {"Retry-After": "60"}
     )
+
+
+def require_video_extra() -> None:
+    """The tracker (supervision) and PyAV come with the extra `video`; without them no job is queued."""
+    missing = [name for name in ("supervision", "av") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise video_unavailable(f"missing {', '.join(missing)}: pip install 'masklite[video]'")
 
 
 def check_stream_url(url: str, allowed_hosts: list[str]) -> tuple[str, int]:
@@ -157,6 +165,7 @@ def video_params(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Blocking (run it on a thread): an upload demuxed, or a URL checked and its host reached ->
     (the job's parameters, what GET /v1/jobs shows of them)."""
+    require_video_extra()
     if spec.precision not in card.models:
         raise ApiError(
             422, "invalid_parameters", f"precision: {spec.precision!r} is not one of {', '.join(card.models)}"
@@ -192,7 +201,7 @@ def video_params(
             check_reachable(host, port)
             public["stream"] = {"host": host, "port": port, "duration_s": spec.duration_s}
     except ImportError as exc:
-        raise video_unavailable(exc) from exc
+        raise video_unavailable(str(exc)) from exc
     return params, public
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from bench.clips import encode, score_tracks
 from bench.rtsp import RtspServer
 from masklite.client import Client, JobFailed, MaskliteError
-from tests.conftest import ServerFactory, ServerHandle, free_port
+from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle, free_port
 from tests.video.conftest import Clips
 
 JOB_TIMEOUT_S = 240
@@ -127,3 +128,23 @@ def test_stream_urls_are_off_by_default(live_server: str) -> None:
     with Client(live_server) as ml, pytest.raises(MaskliteError) as err:
         ml.video(url="rtsp://127.0.0.1/stream", duration_s=2)
     assert (err.value.status, err.value.code) == (403, "stream_urls_disabled")
+
+
+PROBE_WITHOUT_EXTRA = """
+import sys
+sys.modules["supervision"] = None  # as on the lean serving install: no extra `video`
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.settings import Settings
+with TestClient(create_app(Settings(stream_urls=["127.0.0.1"], jobs_dir=sys.argv[1]))) as client:
+    r = client.post("/v1/video", json={"url": "rtsp://127.0.0.1:1/x", "duration_s": 2})
+    print(r.status_code, r.json()["error"]["code"], r.headers.get("retry-after"))
+"""
+
+
+def test_without_the_video_extra_the_route_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_WITHOUT_EXTRA, str(tmp_path / "jobs")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.stdout.split() == ["503", "video_unavailable", "60"], done.stdout + done.stderr[-2000:]
