@@ -2,6 +2,7 @@
 video frames (masklite/video.py) and single images.
 
     annotate(rgb, [DrawnFace(box, label, track_id)], blur=True)   draws in place, returns the array
+    render_jpeg(image_bytes, faces, blur)                         the image decoded, drawn, as a JPEG
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import cv2
 import numpy as np
 
 from masklite.card import MASK_LABEL, UNKNOWN_LABEL
+from masklite.image import DEFAULT_MAX_PIXELS, decode_image
+
+JPEG_QUALITY = 90
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
@@ -67,3 +71,19 @@ def annotate(rgb: np.ndarray, faces: Sequence[DrawnFace], blur: bool = False) ->
         cv2.rectangle(rgb, (x, ty - th - base), (x + tw + 2, ty + base - 1), colour, cv2.FILLED)
         cv2.putText(rgb, text, (x + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return rgb
+
+
+def render_jpeg(
+    data: bytes, faces: Sequence[DrawnFace], blur: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes:
+    """Image bytes -> the same picture (full size, EXIF-upright, so the boxes fit) with `faces` drawn."""
+    rgb = decode_image(data, max_pixels)
+    if not rgb.flags.writeable:  # decoders may hand back a read-only view of their buffer
+        rgb = rgb.copy()
+    annotate(rgb, faces, blur=blur)
+    ok, jpeg = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return jpeg.tobytes()

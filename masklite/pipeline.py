@@ -26,6 +26,8 @@ class FacePrediction:
     detector_score: float | None
     label: str  # a card label, or "unknown" when the face is too small to judge
     mask_probability: float
+    # YuNet's five points (faces.LANDMARK_NAMES order), image pixels; () when the whole image was classified
+    landmarks: tuple[tuple[float, float], ...] = ()
 
     @property
     def too_small(self) -> bool:
@@ -79,11 +81,13 @@ def predict_faces(
         found = detector.detect(rgb, min_face=min_face, max_side=detect_size)
         boxes = [f.box for f in found]
         scores: list[float | None] = [f.score for f in found]
+        points = [f.landmarks for f in found]
         crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
     else:
         if detect_faces:
             warnings.append(NO_DETECTOR_WARNING)
         boxes, scores, crops = [(0, 0, width, height)], [None], [rgb]
+        points = [()]
     t1 = time.perf_counter()
     if not precision:  # a caller that loaded the model itself: find it in the card
         precision = next((p for p, e in card.models.items() if e.file == classifier.name), None)
@@ -96,7 +100,9 @@ def predict_faces(
     probs = classifier.predict_pixels(resize_crops(crops, spec), spec)  # no crops: (0, classes), no invoke
     t2 = time.perf_counter()
     if full_size is not None and full_size != (width, height):
-        boxes = [scale_box(b, full_size[0] / width, full_size[1] / height, *full_size) for b in boxes]
+        sx, sy = full_size[0] / width, full_size[1] / height
+        boxes = [scale_box(b, sx, sy, *full_size) for b in boxes]
+        points = [tuple((x * sx, y * sy) for x, y in p) for p in points]
     mask_index = card.labels.index(MASK_LABEL)
     faces = [
         FacePrediction(
@@ -104,8 +110,9 @@ def predict_faces(
             detector_score=score,
             label=decide_label(card, float(p[mask_index]), box, precision),
             mask_probability=float(p[mask_index]),
+            landmarks=tuple((round(x, 1), round(y, 1)) for x, y in marks),
         )
-        for box, score, p in zip(boxes, scores, probs, strict=True)
+        for box, score, p, marks in zip(boxes, scores, probs, points, strict=True)
     ]
     return Prediction(faces, {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}, warnings)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from collections import Counter
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
+from masklite.draw import DrawnFace, render_jpeg
 from masklite.image import ImageTooLarge, UndecodableImage, UnsupportedImageType
 from service import telemetry
 from service.bodies import IMAGE_TYPES, decode_base64_image, image_media, read_image
@@ -71,7 +74,9 @@ async def predict(
     detect_faces: DetectParam = True,
     min_face_size: MinFaceParam = 0,
     detect_size: DetectSizeParam = None,
-) -> PredictResponse:
+    render: RenderParam = None,
+    blur: BlurParam = False,
+) -> PredictResponse | Response:
     """Send `multipart/form-data` with a `file` field, or the raw image bytes with an image content type."""
     t0 = time.perf_counter()
     rt = get_runtime(request)
@@ -82,6 +87,8 @@ async def predict(
     try:
         data = await read_image(request, media, rt.settings.body_timeout_s)
         result = await _infer(rt, data, precision, detect_faces, min_face_size, detect_size)
+        if wants_jpeg(render, request.headers.get("accept", "")):
+            return await rendered_jpeg(rt, data, result, blur)
     finally:
         rt.release()
     return _response(request, rt, precision, result, t0)
@@ -150,9 +157,11 @@ def _response(
                 label=f.label,
                 mask_probability=min(1.0, max(0.0, f.mask_probability)),
                 too_small=f.too_small,
+                landmarks=list(f.landmarks),
             )
             for f in pred.faces
         ],
+        summary=dict(Counter(f.label for f in pred.faces)),
         timings_ms=Timings(
             decode=round(res.decode_ms, 3),
             detect=round(detect, 3),
@@ -164,6 +173,34 @@ def _response(
     )
 
 
+RenderParam = Annotated[
+    Literal["json", "jpeg"] | None,
+    Query(description="jpeg: answer the image with boxes and labels drawn (so does Accept: image/jpeg)"),
+]
+BlurParam = Annotated[bool, Query(description="with render=jpeg: pixelate every face in the image")]
+_JPEG_ANSWER = {200: {"content": {"application/json": {}, "image/jpeg": {}}}}
+
+
+def wants_jpeg(render: str | None, accept: str) -> bool:
+    """render=jpeg, or no render and an Accept that names image/jpeg before (or without) JSON."""
+    if render is not None:
+        return render == "jpeg"
+    types = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
+    if "image/jpeg" not in types:
+        return False
+    return "application/json" not in types or types.index("image/jpeg") < types.index("application/json")
+
+
+async def rendered_jpeg(rt: Runtime, data: bytes, res: InferenceResult, blur: bool) -> Response:
+    """The uploaded image, decoded again at full size, with the faces drawn (masklite.draw: the same
+    drawing as the video path); the numbers stay in headers."""
+    faces = [DrawnFace(f.box, f.label) for f in res.prediction.faces]
+    jpeg = await rt.run(render_jpeg, data, faces, blur, rt.settings.max_pixels)
+    counts = Counter(f.label for f in faces)
+    headers = {"X-Masklite-Faces": ",".join(f"{label}={n}" for label, n in sorted(counts.items()))}
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+
 def make_router(protected: bool) -> APIRouter:
     """The predict routes. `protected` (MASKLITE_PROTECT_PREDICT) puts them behind the API key; an open
     service attaches no check at all, so a predict request runs nothing for it."""
@@ -173,8 +210,8 @@ def make_router(protected: bool) -> APIRouter:
         "/v1/predict",
         predict,
         openapi_extra=_UPLOAD_BODY,
-        summary="Faces and mask labels for an uploaded image",
-        **common,
+        summary="Faces and mask labels for an uploaded image (or the image with them drawn: render=jpeg)",
+        **{**common, "responses": {**_ERRORS, **_JPEG_ANSWER}},
     )
     router.add_api_route(
         "/v1/predict/snapshot",
