@@ -38,6 +38,8 @@ from masklite.tracking import DEFAULT_MIN_VOTES, PersonVotes, Tracker, make_trac
 LIVE_SCHEMES = ("rtsp://", "rtsps://")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000|probesize;100000"
+# what a caller's stream may use under it: network protocols only, never file, data, pipe or crypto
+STREAM_PROTOCOLS = "rtsp,rtsps,tcp,tls,udp,rtp,srtp,http,https,httpproxy"
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
 # compliance buckets: a minute each, or 10 s for a clip shorter than this
@@ -78,7 +80,16 @@ class FrameSource:
     read on its own thread that keeps only the newest frame, so a slow consumer drops frames instead of
     falling further and further behind the camera."""
 
-    def __init__(self, spec: str | int | Path, live: bool | None = None, timeout_s: float = OPEN_TIMEOUT_S):
+    def __init__(
+        self,
+        spec: str | int | Path,
+        live: bool | None = None,
+        timeout_s: float = OPEN_TIMEOUT_S,
+        protocols: str | None = None,
+    ):
+        """protocols: FFmpeg's protocol whitelist for a URL (e.g. STREAM_PROTOCOLS): a stream that
+        points elsewhere (an HLS playlist naming file://) is refused. It replaces the capture options
+        of this process, so a service sets it in its job process only."""
         self.spec = parse_source(spec)
         is_url = isinstance(self.spec, str) and self.spec.lower().startswith(STREAM_SCHEMES)
         self.live = (
@@ -97,6 +108,9 @@ class FrameSource:
             # short stream probe (0.5 s, not 5 s): opening took ~3 s and the frames buffered meanwhile came
             # out stale. OpenCV reads this variable at open time; a caller who set it keeps theirs
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", RTSP_CAPTURE_OPTIONS)
+        if is_url and protocols is not None:
+            rtsp = RTSP_CAPTURE_OPTIONS + "|" if self.live else ""
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"{rtsp}protocol_whitelist;{protocols}"
         backend = cv2.CAP_ANY if isinstance(self.spec, int) else cv2.CAP_FFMPEG
         self._cap = cv2.VideoCapture(self.spec, backend, params)
         if not self._cap.isOpened():
@@ -186,9 +200,12 @@ class FrameSource:
 
 
 def open_source(
-    spec: str | int | Path, live: bool | None = None, timeout_s: float = OPEN_TIMEOUT_S
+    spec: str | int | Path,
+    live: bool | None = None,
+    timeout_s: float = OPEN_TIMEOUT_S,
+    protocols: str | None = None,
 ) -> FrameSource:
-    return FrameSource(spec, live, timeout_s)
+    return FrameSource(spec, live, timeout_s, protocols)
 
 
 @dataclass(frozen=True)
@@ -418,34 +435,38 @@ def analyse_video(
     drawn: list[DrawnFace] = []
     started = time.perf_counter()
     stopped_by_limit = False
-    for index, t_s, bgr in source:
-        if options.duration_s is not None and t_s > options.duration_s:
-            stopped_by_limit = True
-            break
-        frames += 1
-        last_t = t_s
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        if (frames - 1) % stride == 0:
-            faces = _analyse(rgb, models)
-            ids = tracker.update([f.box for f in faces], [f.detector_score or 1.0 for f in faces])
-            analysed += 1
-            for face, track_id in zip(faces, ids, strict=True):
-                if track_id is not None:
-                    votes.add(track_id, face.label, t_s)
-                    buckets.add(t_s, track_id)
-            drawn = [
-                DrawnFace(f.box, votes.label(i) if i is not None else f.label, i)
-                for f, i in zip(faces, ids, strict=True)
-            ]
-            if on_frame is not None:
-                on_frame(_frame_line(index, t_s, faces, ids, votes))
-        if writer is not None:
-            writer.write(annotate(rgb, drawn, blur=options.blur))
-        if progress is not None:
-            progress(frames, total)
-        if options.max_frames is not None and frames >= options.max_frames:
-            stopped_by_limit = True
-            break
+    interrupted = False
+    try:  # Ctrl-C on a webcam or a stream ends the reading, not the summary
+        for index, t_s, bgr in source:
+            if options.duration_s is not None and t_s > options.duration_s:
+                stopped_by_limit = True
+                break
+            frames += 1
+            last_t = t_s
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if (frames - 1) % stride == 0:
+                faces = _analyse(rgb, models)
+                ids = tracker.update([f.box for f in faces], [f.detector_score or 1.0 for f in faces])
+                analysed += 1
+                for face, track_id in zip(faces, ids, strict=True):
+                    if track_id is not None:
+                        votes.add(track_id, face.label, t_s)
+                        buckets.add(t_s, track_id)
+                drawn = [
+                    DrawnFace(f.box, votes.label(i) if i is not None else f.label, i)
+                    for f, i in zip(faces, ids, strict=True)
+                ]
+                if on_frame is not None:
+                    on_frame(_frame_line(index, t_s, faces, ids, votes))
+            if writer is not None:
+                writer.write(annotate(rgb, drawn, blur=options.blur))
+            if progress is not None:
+                progress(frames, total)
+            if options.max_frames is not None and frames >= options.max_frames:
+                stopped_by_limit = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
     elapsed = time.perf_counter() - started
     if frames == 0:
         raise VideoError("no_frames", "the video has no frames")
@@ -470,6 +491,7 @@ def analyse_video(
         "tracker": getattr(tracker, "name", type(tracker).__name__),
         "size": [source.width, source.height],
         "stopped_at_limit": stopped_by_limit,
+        "interrupted": interrupted,
     }
     if writer is not None:
         summary["video_codec"] = writer.codec

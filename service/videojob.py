@@ -8,9 +8,11 @@ Privacy: the server keeps no picture of a face. Without `blur` no frame is writt
 numbers); with `blur=true` the annotated video has every analysed face pixelated.
 
 Request forgery: a caller URL is read only when MASKLITE_STREAM_URLS lists its host (empty, the default:
-no URL at all), only with rtsp, rtsps, http or https, never a file:// URL or a local path. The route
-also connects to the host's port once (3 s), so an unreachable or refused stream is a 422 at once rather
-than a failed job later.
+no URL at all), only with rtsp, rtsps, http or https, never a file:// URL or a local path; what FFmpeg
+then opens for it is limited to network protocols (STREAM_PROTOCOLS: an HLS playlist naming file:// is
+refused). An allowed HTTP host can still redirect FFmpeg to another host: list only hosts you trust.
+The route connects to the host's port once (3 s), so an unreachable or refused stream is a 422 at once
+rather than a failed job later.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from masklite.card import ModelCard
 from masklite.paths import ENV_DETECTOR_PATH, env_path
 from masklite.video import (
+    STREAM_PROTOCOLS,
     AnnotatedWriter,
     VideoError,
     VideoOptions,
@@ -231,7 +234,8 @@ def video_job(params: dict[str, Any], progress: Any, out_dir: Path) -> dict[str,
         source_path.write_bytes(params["data"])
         spec = str(source_path)
     try:
-        with open_source(spec) as source, (out_dir / FRAMES_FILE).open("w") as lines:
+        protocols = STREAM_PROTOCOLS if params.get("url") else None
+        with open_source(spec, protocols=protocols) as source, (out_dir / FRAMES_FILE).open("w") as lines:
             writer = (
                 AnnotatedWriter(out_dir / VIDEO_FILE, source.fps, source.width, source.height)
                 if params["blur"]

@@ -3,9 +3,13 @@ container, a real RTSP stream on loopback, progress, cancel, artifacts, and the 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +152,34 @@ def test_without_the_video_extra_the_route_says_so(tmp_path: Path) -> None:
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.stdout.split() == ["503", "video_unavailable", "60"], done.stdout + done.stderr[-2000:]
+
+
+@pytest.fixture
+def http_files(clips: Clips, tmp_path: Path) -> Iterator[str]:
+    """A plain HTTP server on loopback serving the mp4 clip, and an HLS playlist that points at a local
+    file (file://): what a hostile allowed host could send."""
+    (tmp_path / "clip.mp4").write_bytes(clips.files["mp4"].read_bytes())
+    (tmp_path / "evil.m3u8").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{clips.files['avi']}\n#EXT-X-ENDLIST\n"
+    )
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_http_stream_is_read_but_never_a_local_file_it_names(
+    ml: Client, clips: Clips, http_files: str
+) -> None:
+    job = ml.wait(ml.video(url=f"{http_files}/clip.mp4", duration_s=30, stride=4), timeout_s=JOB_TIMEOUT_S)
+    assert job.result["summary"]["frames_read"] == len(clips.clip.frames)
+    with pytest.raises(JobFailed) as err:
+        ml.wait(ml.video(url=f"{http_files}/evil.m3u8", duration_s=5), timeout_s=JOB_TIMEOUT_S)
+    assert err.value.code == "job_failed" and "cannot connect" in err.value.message
