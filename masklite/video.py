@@ -20,7 +20,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -374,11 +374,13 @@ class _Buckets:
     def add(self, t_s: float, track_id: int) -> None:
         self.people.setdefault(int(t_s // self.size_s), set()).add(track_id)
 
-    def rows(self, labels: dict[int, str], end_s: float) -> list[dict[str, Any]]:
+    def rows(self, labels: dict[int, str], end_s: float, names: Sequence[str]) -> list[dict[str, Any]]:
+        """One row per bucket: the people seen in it, counted by their final label (every label in
+        `names`, zeros included), and with_mask / judged."""
         rows = []
-        for b in range(int(end_s // self.size_s) + 1 if end_s > 0 else 1):
+        for b in range(max(1, math.ceil(end_s / self.size_s - 1e-9))):  # the last one may be partial
             ids = self.people.get(b, set())
-            counts = _count(labels[i] for i in ids)
+            counts = {name: 0 for name in names} | _count(labels[i] for i in ids)
             judged = counts.get(MASK_LABEL, 0) + sum(
                 n for k, n in counts.items() if k not in (MASK_LABEL, UNKNOWN_LABEL)
             )
@@ -478,7 +480,7 @@ def analyse_video(
     summary = {
         "people": per_label,
         "people_total": len(people),
-        "compliance": buckets.rows(labels, end_s),
+        "compliance": buckets.rows(labels, end_s, list(per_label)),
         "bucket_s": buckets.size_s,
         "frames_read": source.frames_read,
         "frames_analysed": analysed,

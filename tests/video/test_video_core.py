@@ -98,6 +98,26 @@ def test_people_have_times_votes_and_a_summary_that_adds_up(clips: Clips, video_
     assert result.summary["fps_processed"] > 0
 
 
+def test_compliance_buckets_count_the_people_seen_in_each(clips: Clips, video_models: Models) -> None:
+    result, lines = run(clips.files["mp4"], video_models, VideoOptions(bucket_s=2.0))
+    labels = {p["id"]: p["label"] for p in result.people}
+    rows = result.summary["compliance"]
+    assert [r["start_s"] for r in rows] == [0.0, 2.0, 4.0] and result.summary["bucket_s"] == 2.0
+    for row in rows:
+        ids = {
+            f["id"]
+            for line in lines
+            if row["start_s"] <= line["t_s"] < row["start_s"] + 2
+            for f in line["faces"]
+        }
+        ids.discard(None)
+        assert row["people"] == len(ids)
+        for label in ("with_mask", "without_mask", "unknown"):
+            assert row[label] == sum(labels[i] == label for i in ids)
+        judged = row["with_mask"] + row["without_mask"]
+        assert row["compliance"] == (round(row["with_mask"] / judged, 4) if judged else None)
+
+
 def test_stride_analyses_every_nth_frame_and_keeps_the_tracks(clips: Clips, video_models: Models) -> None:
     result, lines = run(clips.files["mp4"], video_models, VideoOptions(stride=3, min_votes=2))
     n = len(clips.clip.frames)
