@@ -181,6 +181,7 @@ def video_params(
         **spec.model_dump(),
         "models_dir": str(settings.models_dir),
         "detector_path": str(settings.detector_path) if settings.detector_path else None,
+        "detector_runtime": settings.detector_runtime,  # None: the card's
         "max_s": settings.video_max_s,
     }
     try:
@@ -219,6 +220,7 @@ def video_job(params: dict[str, Any], progress: Any, out_dir: Path) -> dict[str,
         Path(params["models_dir"]),
         params["precision"],
         Path(detector) if detector else env_path(ENV_DETECTOR_PATH),
+        runtime=params.get("detector_runtime"),
     )
     options = VideoOptions(
         stride=params["stride"],
