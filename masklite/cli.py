@@ -43,12 +43,15 @@ def _summary(labels: Sequence[str]) -> dict[str, int]:
     return dict(Counter(labels))
 
 
-def _face_json(box: Sequence[int], label: str, probability: float, score: float | None) -> dict[str, Any]:
+def _face_json(face: Any) -> dict[str, Any]:
+    """A pipeline FacePrediction or a client Face -> the service's face JSON."""
+    score = face.detector_score
     return {
-        "box": list(box),
-        "label": label,
-        "mask_probability": round(probability, 4),
+        "box": list(face.box),
+        "label": face.label,
+        "mask_probability": round(face.mask_probability, 4),
         "detector_score": None if score is None else round(score, 4),
+        "landmarks": [list(p) for p in getattr(face, "landmarks", ())],
     }
 
 
@@ -73,7 +76,7 @@ def _predict_local(paths: list[Path], args: argparse.Namespace) -> Iterator[dict
         yield {
             "path": str(path),
             "image": {"width": result.width, "height": result.height},
-            "faces": [_face_json(f.box, f.label, f.mask_probability, f.detector_score) for f in faces],
+            "faces": [_face_json(f) for f in faces],
             "summary": _summary([f.label for f in faces]),
         }
 
@@ -91,9 +94,7 @@ def _predict_remote(paths: list[Path], args: argparse.Namespace) -> Iterator[dic
             yield {
                 "path": str(path),
                 "image": {"width": result.width, "height": result.height},
-                "faces": [
-                    _face_json(f.box, f.label, f.mask_probability, f.detector_score) for f in result.faces
-                ],
+                "faces": [_face_json(f) for f in result.faces],
                 "summary": _summary([f.label for f in result.faces]),
             }
 

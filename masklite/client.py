@@ -46,6 +46,7 @@ class Face:
     mask_probability: float
     detector_score: float | None = None
     too_small: bool = False
+    landmarks: tuple[tuple[float, float], ...] = ()  # five points; () from a service without them
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class PredictResult:
                 f["mask_probability"],
                 f.get("detector_score"),
                 f.get("too_small", False),
+                tuple(tuple(p) for p in f.get("landmarks") or ()),  # type: ignore[misc]
             )
             for f in body["faces"]
         ]

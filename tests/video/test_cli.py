@@ -48,6 +48,7 @@ def test_predict_folder_and_files_in_process_and_through_a_server(
             assert (line["image"]["width"], line["image"]["height"]) == (sample.width, sample.height)
             assert sum(line["summary"].values()) == len(line["faces"]) >= 1
             assert set(line["summary"]) <= {"with_mask", "without_mask", "unknown"}
+            assert all(len(face["landmarks"]) == 5 for face in line["faces"])
     assert "img/s" in done.stderr or "it/s" in done.stderr or "%" in done.stderr  # tqdm on a folder
 
 
