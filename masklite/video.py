@@ -115,6 +115,8 @@ class FrameSource:
         self._cap = cv2.VideoCapture(self.spec, backend, params)
         if not self._cap.isOpened():
             self._cap.release()
+            if isinstance(self.spec, int):
+                raise VideoError("no_camera", f"cannot open {self._describe()}")
             what = "cannot connect to the stream" if is_url else "not a readable video"
             raise VideoError("unreachable" if is_url else "not_video", f"{what}: {self._describe()}")
         fps = self._cap.get(cv2.CAP_PROP_FPS)

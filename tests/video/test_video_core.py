@@ -258,6 +258,10 @@ def test_sources_refuse_missing_files_and_parse_webcams(tmp_path: Path) -> None:
     with pytest.raises(VideoError), open_source(garbage) as source:
         analyse_video(source, None, VideoOptions())  # type: ignore[arg-type]
     assert parse_source("0") == 0 and parse_source("rtsp://h/x") == "rtsp://h/x"
+    if not Path("/dev/video7").exists():  # a webcam index that is not there: a clear error, not a hang
+        with pytest.raises(VideoError) as err:
+            open_source("7")
+        assert err.value.code == "no_camera"
 
 
 # ---------------------------------------------------------------- a real RTSP stream, in-process
