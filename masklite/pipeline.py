@@ -65,6 +65,8 @@ class FaceResult:
     detector_score: float | None  # None when the whole image was classified
     label: str  # a card label, or "unknown" when the face is too small to judge
     mask_probability: float
+    # YuNet's five points (faces.LANDMARK_NAMES order), image pixels; () when the whole image was classified
+    landmarks: tuple[tuple[float, float], ...] = ()
 
     @property
     def too_small(self) -> bool:
@@ -116,18 +118,22 @@ def predict_frame(
         found = detector.detect(rgb, min_face=min_face, max_side=options.detect_size)
         boxes = [f.box for f in found]
         scores: list[float | None] = [f.score for f in found]
+        points = [f.landmarks for f in found]
         crops = [crop_face(rgb, box, card.crop_margin) for box in boxes]
     else:
         if options.detect_faces:
             warnings.append(NO_DETECTOR_WARNING)
         boxes, scores, crops = [(0, 0, width, height)], [None], [rgb]
+        points = [()]
     t1 = time.perf_counter()
     precision = options.model or card.precision_of(classifier.name)
     spec = classifier.spec or card.model_input(precision)  # the service's classifiers carry theirs
     probs = classifier.predict_pixels(resize_crops(crops, spec), spec)  # no crops: (0, classes), no invoke
     t2 = time.perf_counter()
     if (full_w, full_h) != (width, height):
-        boxes = [scale_box(b, full_w / width, full_h / height, full_w, full_h) for b in boxes]
+        sx, sy = full_w / width, full_h / height
+        boxes = [scale_box(b, sx, sy, full_w, full_h) for b in boxes]
+        points = [tuple((x * sx, y * sy) for x, y in p) for p in points]
     mask_index = card.labels.index(MASK_LABEL)
     faces = [
         FaceResult(
@@ -135,8 +141,9 @@ def predict_frame(
             detector_score=score,
             label=decide_label(card, float(p[mask_index]), box, precision),
             mask_probability=float(p[mask_index]),
+            landmarks=tuple((round(x, 1), round(y, 1)) for x, y in marks),
         )
-        for box, score, p in zip(boxes, scores, probs, strict=True)
+        for box, score, p, marks in zip(boxes, scores, probs, points, strict=True)
     ]
     timings = {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
     return ImageResult(faces, full_w, full_h, precision, timings, warnings)

@@ -18,7 +18,7 @@ from service.errors import ErrorResponse, install_error_handlers
 from service.jobkinds import register_job_kinds
 from service.jobqueue.queue import JobQueue
 from service.middleware import INSTANCE_ID, RequestContextMiddleware
-from service.routers import benchmark, health, jobs, models, predict, robustness, web
+from service.routers import benchmark, health, jobs, models, predict, robustness, video, web
 from service.routers import metrics as metrics_router
 from service.runtime import Runtime
 from service.security import document_security, is_loopback
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(robustness.router)
     app.include_router(benchmark.router)
+    app.include_router(video.router)
+    app.include_router(video.router)
 
     app.openapi = _openapi_with_envelope(app)  # type: ignore[method-assign]
     return app

@@ -15,6 +15,7 @@ from service.jobqueue.model import register_job_kind
 JOB_KINDS: dict[str, str] = {
     "robustness": "robustness.evaluate:run_job",
     "benchmark": "bench.jobs:run_benchmark_job",
+    "video": "service.videojob:video_job",
 }
 # kinds that run alone on their host (service/jobqueue/locks.py): a benchmark must not measure another job
 EXCLUSIVE_KINDS = frozenset({"benchmark"})

@@ -34,6 +34,11 @@ class Face(BaseModel):
         ge=0.0, le=1.0, description="the model's probability, before any threshold"
     )
     too_small: bool = Field(False, description="true when the face is too small to judge (label 'unknown')")
+    landmarks: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="YuNet's five points [x, y] in original-image pixels: right eye, left eye, nose, right "
+        "and left mouth corner (as the person sees it); empty when the whole image was classified",
+    )
 
 
 class Timings(BaseModel):
@@ -51,6 +56,7 @@ class PredictResponse(BaseModel):
     faces: list[Face]
     timings_ms: Timings
     warnings: list[str] = Field(default_factory=list, description="fallbacks used, e.g. no face detector")
+    summary: dict[str, int] = Field(default_factory=dict, description="faces per label")
 
 
 class PredictQuery(BaseModel):
@@ -72,6 +78,15 @@ class PredictQuery(BaseModel):
         description="detector input's longer side (px); smaller is faster, finds fewer small faces. "
         "Default: MASKLITE_DETECT_MAX_SIDE. Images are never enlarged to it",
     )
+
+
+class PredictUploadQuery(PredictQuery):
+    """/v1/predict's query: the options, plus the form of the answer (not options of the pipeline)."""
+
+    render: Literal["json", "jpeg"] | None = Field(
+        None, description="jpeg: answer the image with boxes and labels drawn (so does Accept: image/jpeg)"
+    )
+    blur: bool = Field(False, description="with render=jpeg: pixelate every face in the image")
 
 
 class SnapshotRequest(PredictQuery):

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     evalset_max_uncompressed_bytes: int = Field(
         100_000_000, ge=1, description="most bytes an uploaded evaluation-set zip may inflate to"
     )
+    # POST /v1/video: uploads are bounded by this and by max_body_bytes (the whole request), whichever is less
+    video_max_bytes: int = Field(10_000_000, ge=1, description="largest uploaded video")
+    video_max_s: float = Field(600.0, gt=0, le=86_400, description="longest video or stream read, seconds")
+    # caller URLs are never fetched unless allowed: empty = no stream URLs at all (request forgery)
+    stream_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts (host or host:port) /v1/video may read rtsp(s)/http(s) streams from; empty: off",
+    )
     api_key: SecretStr | None = Field(
         None, description="when set, required on the job routes; unset: job routes only on a loopback bind"
     )
@@ -97,7 +105,7 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="one log line per request, with its request id")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "stream_urls", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

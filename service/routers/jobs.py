@@ -27,7 +27,7 @@ from service.security import require_job_access
 log = logging.getLogger("masklite.jobs")
 
 MEDIA_TYPES = {"png": "image/png", "csv": "text/csv", "json": "application/json", "txt": "text/plain",
-               "md": "text/markdown"}  # fmt: skip
+               "md": "text/markdown", "jsonl": "application/x-ndjson", "mp4": "video/mp4"}  # fmt: skip
 
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
+from masklite.draw import DrawnFace, render_jpeg
 from masklite.image import ImageTooLarge, UndecodableImage, UnsupportedImageType
 from masklite.pipeline import ImageResult, PredictOptions
 from service import telemetry
@@ -19,6 +23,7 @@ from service.schemas import (
     ModelRef,
     PredictQuery,
     PredictResponse,
+    PredictUploadQuery,
     SnapshotRequest,
     Timings,
 )
@@ -49,7 +54,9 @@ _UPLOAD_BODY = {
 _ERRORS = error_responses(400, 401, 403, 408, 413, 415, 422, 503)
 
 
-async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> PredictResponse:
+async def predict(
+    request: Request, query: Annotated[PredictUploadQuery, Query()]
+) -> PredictResponse | Response:
     """Send `multipart/form-data` with a `file` field, or the raw image bytes with an image content type."""
     t0 = time.perf_counter()
     rt = get_runtime(request)
@@ -59,6 +66,8 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     try:
         data = await read_image(request, media, rt.settings.body_timeout_s)
         result = await _predict(rt, data, options)
+        if wants_jpeg(query.render, request.headers.get("accept", "")):
+            return await rendered_jpeg(rt, data, result, query.blur)
     finally:
         rt.release()
     return _response(request, rt, result, t0)
@@ -127,14 +136,40 @@ def _response(request: Request, rt: Runtime, res: ImageResult, t0: float) -> Pre
                 label=f.label,
                 mask_probability=min(1.0, max(0.0, f.mask_probability)),
                 too_small=f.too_small,
+                landmarks=list(f.landmarks),
             )
             for f in res.faces
         ],
+        summary=dict(Counter(f.label for f in res.faces)),
         timings_ms=Timings(
             **{stage: round(ms, 3) for stage, ms in timings.items() if stage in Timings.model_fields}
         ),
         warnings=res.warnings,
     )
+
+
+_JPEG_ANSWER = {200: {"content": {"application/json": {}, "image/jpeg": {}}}}
+
+
+def wants_jpeg(render: str | None, accept: str) -> bool:
+    """render=jpeg, or no render and an Accept that names image/jpeg before (or without) JSON."""
+    if render is not None:
+        return render == "jpeg"
+    types = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
+    if "image/jpeg" not in types:
+        return False
+    return "application/json" not in types or types.index("image/jpeg") < types.index("application/json")
+
+
+async def rendered_jpeg(rt: Runtime, data: bytes, res: ImageResult, blur: bool) -> Response:
+    """The uploaded image, decoded again at full size, with the faces drawn (masklite.draw: the same
+    drawing as the video path); the numbers stay in headers. Off the event loop; the request is still
+    admitted (counted in flight) while it draws."""
+    faces = [DrawnFace(f.box, f.label) for f in res.faces]
+    jpeg = await asyncio.to_thread(render_jpeg, data, faces, blur, rt.settings.max_pixels)
+    counts = Counter(f.label for f in faces)
+    headers = {"X-Masklite-Faces": ",".join(f"{label}={n}" for label, n in sorted(counts.items()))}
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
 def make_router(protected: bool) -> APIRouter:
@@ -146,8 +181,8 @@ def make_router(protected: bool) -> APIRouter:
         "/v1/predict",
         predict,
         openapi_extra=_UPLOAD_BODY,
-        summary="Faces and mask labels for an uploaded image",
-        **common,
+        summary="Faces and mask labels for an uploaded image (or the image with them drawn: render=jpeg)",
+        **{**common, "responses": {**_ERRORS, **_JPEG_ANSWER}},
     )
     router.add_api_route(
         "/v1/predict/snapshot",

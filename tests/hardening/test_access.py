@@ -82,9 +82,10 @@ KEYED_ROUTES = [
     ("GET", f"/v1/jobs/{JOB_ID}/artifacts/grid.csv"),
     ("POST", "/v1/robustness"),
     ("POST", "/v1/benchmark"),
+    ("POST", "/v1/video"),
 ]
 # a body the route rejects as invalid (422) once authorised, so no job is started by these checks
-INVALID_BODY = {"/v1/robustness": {"surprise": 1}, "/v1/benchmark": {"runs": -1}}
+INVALID_BODY = {"/v1/robustness": {"surprise": 1}, "/v1/benchmark": {"runs": -1}, "/v1/video": {"stride": 0}}
 
 
 def test_keyed_routes_match_the_schema(anon: httpx.Client) -> None:

@@ -30,6 +30,7 @@ def test_register_job_kinds_registers_every_kind() -> None:
     assert seen == {
         "robustness": (JOB_KINDS["robustness"], False),
         "benchmark": (JOB_KINDS["benchmark"], True),
+        "video": (JOB_KINDS["video"], False),
     }
 
 
@@ -46,10 +47,10 @@ import service.jobqueue.model as jobs
 calls = []
 jobs.register_job_kind = lambda name, target, exclusive=False: calls.append(name)
 import service.app
-from service.routers import benchmark, jobs as jobs_router, predict, robustness
+from service.routers import benchmark, jobs as jobs_router, predict, robustness, video
 assert calls == [], calls
 service.app.create_app()
-assert sorted(calls) == ["benchmark", "robustness"], calls
+assert sorted(calls) == ["benchmark", "robustness", "video"], calls
 print("ok")
 """
 

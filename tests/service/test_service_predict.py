@@ -120,7 +120,7 @@ def test_response_shape(http: httpx.Client, scene_samples: list[SceneSample]) ->
     r = upload(http, s.data, model="int8")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"request_id", "model", "image", "faces", "timings_ms", "warnings"}
+    assert set(body) == {"request_id", "model", "image", "faces", "timings_ms", "warnings", "summary"}
     assert body["request_id"] == r.headers["x-request-id"]
     models = http.get("/v1/models").json()
     int8 = next(m for m in models["models"] if m["precision"] == "int8")
