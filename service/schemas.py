@@ -77,6 +77,14 @@ class InputInfo(BaseModel):
     offset: float
 
 
+class RuntimeFile(BaseModel):
+    """A model file converted for another runtime, downloadable from `url` (the camera page's device mode)."""
+
+    file: str
+    sha256: str = Field(description="the card's sha256: a client checks the downloaded bytes against it")
+    url: str = Field(description="GET it here (this service; only files the card names)")
+
+
 class ModelInfo(BaseModel):
     precision: str
     file: str
@@ -87,6 +95,9 @@ class ModelInfo(BaseModel):
     decision_threshold: float = Field(0.5, description="a face is with_mask when mask_probability >= this")
     metrics: dict[str, Any] = Field(default_factory=dict)
     input: InputInfo | None = Field(None, description="this model's own input (micro: 96x96)")
+    runtime_files: dict[str, RuntimeFile] = Field(
+        default_factory=dict, description="this model converted for other runtimes (onnxruntime-web)"
+    )
 
 
 class DetectorInfo(BaseModel):
@@ -100,6 +111,9 @@ class DetectorInfo(BaseModel):
     license: str | None = None
     runtime: str | None = Field(None, description="what runs YuNet: litert, onnxruntime or opencv")
     max_side: int | None = Field(None, description="default detector input side (MASKLITE_DETECT_MAX_SIDE)")
+    runtime_files: dict[str, RuntimeFile] = Field(
+        default_factory=dict, description="the detector's files per runtime (litert, onnxruntime)"
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -110,6 +124,8 @@ class ModelsResponse(BaseModel):
     crop_margin: float
     min_face_size: int = Field(0, description="faces whose shorter box side (px) is below this are 'unknown'")
     default_model: str
+    mask_label: str = Field(description="the label given when mask_probability >= the model's threshold")
+    unknown_label: str = Field(description="the label of a face below min_face_size: too small to judge")
     detector: DetectorInfo
     models: list[ModelInfo]
 
