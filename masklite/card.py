@@ -125,6 +125,9 @@ class ModelCard(BaseModel):
         description="faces whose box's shorter side (original px) is below this are 'unknown'",
     )
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    # the model the camera page runs on the device unless the user picks another: one with an
+    # onnxruntime-web file (runtime_files); unset: the service's default model
+    device_model: str | None = Field(default=None, exclude_if=lambda v: v is None)
     models: dict[str, ModelEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
     splits: dict[str, Any] = Field(default_factory=dict)

@@ -124,6 +124,9 @@ class ModelsResponse(BaseModel):
     crop_margin: float
     min_face_size: int = Field(0, description="faces whose shorter box side (px) is below this are 'unknown'")
     default_model: str
+    device_model: str | None = Field(
+        None, description="the model the camera page runs on the device by default (card's device_model)"
+    )
     mask_label: str = Field(description="the label given when mask_probability >= the model's threshold")
     unknown_label: str = Field(description="the label of a face below min_face_size: too small to judge")
     detector: DetectorInfo

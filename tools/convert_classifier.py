@@ -11,8 +11,9 @@ DequantizeLinear around each op), opset 17. Two edits make the file easy to call
   - the int8 input and output get a QuantizeLinear / DequantizeLinear with the .tflite's own scale and
     zero point, so the page feeds float32 `pixel * scale + offset` (the card's preprocessing) and reads
     float32 probabilities, like `masklite.classifier.Classifier.predict`.
-The card's int8 entry then lists it under `runtime_files["onnxruntime-web"]` with its sha256;
-tests/web/test_device_model.py checks it against LiteRT on real face crops.
+With `--out` the models folder (the default), the card's entry then lists it under
+`runtime_files["onnxruntime-web"]` with its sha256; tests/service/test_device_models.py checks it against
+LiteRT on real face crops. `--precision micro` converts the microcontroller model the same way.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE = "masklite_int8.tflite"
-TARGET = "masklite_int8.onnx"
+from masklite.card import DerivedDetectorFile, load_card, save_card
+
 OPSET = 17
+RUNTIME = "onnxruntime-web"  # the card's key for these files (service/static/device.js reads it)
 
 
 class _NumpyCastShim:
@@ -54,21 +56,30 @@ def convert(tflite: Path, out: Path) -> str:
 
     model, _ = tf2onnx.convert.from_tflite(str(tflite), opset=OPSET)
     graph = model.graph
-    (in_scale, in_zero), (out_scale, out_zero) = _quant_params(tflite)
     raw_in, raw_out = graph.input[0], graph.output[0]
     height, width, channels = (d.dim_value for d in raw_in.type.tensor_type.shape.dim[1:])
     classes = raw_out.type.tensor_type.shape.dim[1].dim_value
-    # float32 "pixels" (N, H, W, 3) -> int8 -> the converted graph -> int8 -> float32 "probabilities" (N, C)
-    inits = [
-        helper.make_tensor("in_scale", TensorProto.FLOAT, [], [in_scale]),
-        helper.make_tensor("in_zero", TensorProto.INT8, [], [in_zero]),
-        helper.make_tensor("out_scale", TensorProto.FLOAT, [], [out_scale]),
-        helper.make_tensor("out_zero", TensorProto.INT8, [], [out_zero]),
-    ]
-    graph.initializer.extend(inits)
-    quant = helper.make_node("QuantizeLinear", ["pixels", "in_scale", "in_zero"], [raw_in.name])
-    dequant = helper.make_node("DequantizeLinear", [raw_out.name, "out_scale", "out_zero"], ["probabilities"])
-    nodes = [quant, *graph.node, dequant]
+    if raw_in.type.tensor_type.elem_type == TensorProto.FLOAT:  # a float model: new names only
+        edges = [
+            helper.make_node("Identity", ["pixels"], [raw_in.name]),
+            helper.make_node("Identity", [raw_out.name], ["probabilities"]),
+        ]
+    else:
+        # float32 "pixels" (N, H, W, 3) -> int8 -> the converted graph -> int8 -> float32 probabilities
+        (in_scale, in_zero), (out_scale, out_zero) = _quant_params(tflite)
+        graph.initializer.extend(
+            [
+                helper.make_tensor("in_scale", TensorProto.FLOAT, [], [in_scale]),
+                helper.make_tensor("in_zero", TensorProto.INT8, [], [in_zero]),
+                helper.make_tensor("out_scale", TensorProto.FLOAT, [], [out_scale]),
+                helper.make_tensor("out_zero", TensorProto.INT8, [], [out_zero]),
+            ]
+        )
+        edges = [
+            helper.make_node("QuantizeLinear", ["pixels", "in_scale", "in_zero"], [raw_in.name]),
+            helper.make_node("DequantizeLinear", [raw_out.name, "out_scale", "out_zero"], ["probabilities"]),
+        ]
+    nodes = [edges[0], *graph.node, edges[1]]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.input[:]
@@ -76,8 +87,7 @@ def convert(tflite: Path, out: Path) -> str:
         helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["faces", height, width, channels])
     )
     del graph.output[:]
-    probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["faces", classes])
-    graph.output.append(probs)
+    graph.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["faces", classes]))
     del graph.value_info[:]  # recorded shapes carry the batch of 1
     model.producer_name = "masklite tools/convert_classifier.py"
     onnx.checker.check_model(model)
@@ -99,13 +109,39 @@ def compare(tflite: Path, onnx_path: Path, n: int = 64, seed: int = 0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, default=Path("models"), help="folder with the .tflite")
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="folder with the card and .tflite"
+    )
     parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--precision", default="int8", help="the card's model to convert (int8, micro, ...)")
     args = parser.parse_args()
-    target = args.out / TARGET
-    sha = convert(args.models / SOURCE, target)
+    source = args.models / load_card(args.models).models[args.precision].file
+    target = args.out / source.with_suffix(".onnx").name
+    sha = convert(source, target)
     print(f"{target}: {target.stat().st_size} bytes, sha256 {sha}")
-    print(f"max |p| difference to LiteRT on random inputs: {compare(args.models / SOURCE, target):.4f}")
+    print(f"max |p| difference to LiteRT on random inputs: {compare(source, target):.4f}")
+    if args.out.resolve() == args.models.resolve():  # shipped: the card names it with its sha256
+        card = load_card(args.models)
+        entry = card.models[args.precision]
+        entry.runtime_files[RUNTIME] = DerivedDetectorFile(
+            file=target.name, sha256=sha, provenance=_provenance(entry)
+        )
+        save_card(card, args.models)
+        print(f"model_card.json: models.{args.precision}.runtime_files.{RUNTIME} updated")
+
+
+def _provenance(entry: object) -> str:
+    import onnx
+    import tf2onnx
+
+    return (
+        f"converted from {entry.file} (sha256 {entry.sha256[:8]}\u2026) by tools/convert_classifier.py "  # type: ignore[attr-defined]
+        f"(tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}, opset {OPSET}): the same weights and "
+        "int8 scales (QuantizeLinear/DequantizeLinear); batch made symbolic; float32 input (the card's "
+        "pixel * scale + offset) and float32 probabilities, through the .tflite's own input/output scale "
+        "and zero point. Not byte-reproducible (tf2onnx names nodes differently on each run): the card "
+        "pins this file; tests/service/test_device_models.py checks it against LiteRT"
+    )
 
 
 if __name__ == "__main__":

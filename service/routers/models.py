@@ -38,6 +38,7 @@ async def list_models(request: Request) -> ModelsResponse:
         crop_margin=card.crop_margin,
         min_face_size=card.min_face_size,
         default_model=rt.default_precision(),
+        device_model=card.device_model,
         mask_label=MASK_LABEL,
         unknown_label=UNKNOWN_LABEL,
         detector=DetectorInfo(

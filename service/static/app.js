@@ -43,6 +43,7 @@
     info: null, // GET /v1/models
     pipeline: null, // the device pipeline (device.js), once its files are checked and loaded
     pipelineKey: "",
+    userModel: null, // the model picked in the list, if any
     fallback: null, // why device mode is not used, when it was asked for
     stages: {},
   };
@@ -95,7 +96,8 @@
         return opt;
       }),
     );
-    const preferred = usable.find((m) => m.precision === info.default_model) ? info.default_model : usable[0]?.precision;
+    const preferred = [onDevice ? state.pipeline?.model.precision : null, state.userModel, info.default_model]
+      .find((p) => p && usable.some((m) => m.precision === p)) ?? usable[0]?.precision;
     if (preferred) els.model.value = preferred;
     els.model.disabled = usable.length < 2;
     if (!onDevice && !info.detector.available) {
@@ -218,7 +220,8 @@
     state.fallback = null;
     if (engine === "device") {
       try {
-        await devicePipeline(info, els.model.value || info.default_model);
+        // the model the user picked, else the card's model for devices, else the service's default
+        await devicePipeline(info, state.userModel || info.device_model || info.default_model);
       } catch (err) {
         state.fallback = `On-device mode is not available: ${err.message || err}. Frames go to the server instead.`;
         engine = "server";
@@ -249,7 +252,7 @@
       throw new Error(`the on-device runtime did not load (${err.message || err})`);
     }
     const usable = device.devicePrecisions(info);
-    const chosen = usable.includes(precision) ? precision : usable[0];
+    const chosen = [precision, info.device_model, info.default_model, usable[0]].find((p) => usable.includes(p));
     if (!chosen) throw new Error("the model card lists no model converted for the device");
     const threads = Number(new URLSearchParams(location.search).get("threads")) || 0;
     state.pipeline = await device.createPipeline(info, chosen, { threads });
@@ -637,6 +640,7 @@
   });
   els.back.addEventListener("click", () => startCamera());
   els.model.addEventListener("change", async () => {
+    state.userModel = els.model.value;
     if (state.engine === "device") await setEngine("device"); // that model's device files
     if (state.mode === "camera") {
       clearResults();
