@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Request, sync_playwright
 
+from masklite.card import load_card
 from tests.conftest import SceneSample, ServerFactory
 from tests.web.test_browser import FLAGS, check_labels, overlay_painted_pixels, scene, write_y4m
 
@@ -86,9 +87,9 @@ def browser(playwright: Playwright, chromium: Path, fake_camera: Path) -> Iterat
     b.close()
 
 
-def phone(playwright: Playwright, browser: Browser, name: str, origin: str) -> BrowserContext:
+def phone(playwright: Playwright, browser: Browser, name: str, origin: str, **options: str) -> BrowserContext:
     device = {k: v for k, v in playwright.devices[name].items() if k != "default_browser_type"}
-    context = browser.new_context(**device)
+    context = browser.new_context(**device, **options)
     context.grant_permissions(["camera"], origin=origin)
     return context
 
@@ -164,31 +165,34 @@ def test_device_mode_sends_no_frame(
 def test_labels_and_unknown_come_from_the_card(
     playwright: Playwright, browser: Browser, live_server: str
 ) -> None:
-    """A renamed label and a bigger min_face_size in /v1/models change what is shown, with no code change."""
-    context = phone(playwright, browser, "Pixel 7", live_server)
+    """A renamed label, then a bigger min_face_size, in /v1/models change what is shown: no code change."""
+    context = phone(playwright, browser, "Pixel 7", live_server, service_workers="block")
     info = httpx.get(live_server + "/v1/models", timeout=30).json()
     renamed = "no_mask_seen"
     other = next(label for label in info["labels"] if label != info["mask_label"])
     info["labels"] = [renamed if label == other else label for label in info["labels"]]
-    info["min_face_size"] = 60  # the 46 px face of the frame becomes `unknown`
     context.route("**/v1/models", lambda route: route.fulfill(json=info))
     try:
         page = open_page(context)
         page.goto(live_server + "/?mode=device")
         state = wait_frames(page, "device")
-        labels = [f["label"] for f in state["faces"]]
-        assert renamed in labels and info["mask_label"] in labels and "unknown" in labels, state["faces"]
+        assert {f["label"] for f in state["faces"]} == {renamed, info["mask_label"]}, state["faces"]
         for face in state["faces"]:
-            if face["label"] == "unknown":
-                assert face["confidence"] is None and min(face["box"][2:]) < 60
-            else:
-                assert 0.5 <= face["confidence"] <= 1.0, face
+            assert 0.5 <= face["confidence"] <= 1.0, face
         texts = page.eval_on_selector_all("#detections li", "els => els.map(e => e.textContent)")
-        assert any("No mask seen" in t for t in texts) and any("Unknown" in t for t in texts), texts
+        assert any("No mask seen" in t for t in texts), texts
         # the number shown is the confidence of the shown label
-        for t, face in zip(texts, state["faces"], strict=True):
-            if face["confidence"] is not None:
-                assert t.endswith(f"{round(face['confidence'] * 100)}%"), (t, face)
+        for text, face in zip(texts, state["faces"], strict=True):
+            assert text.endswith(f"{round(face['confidence'] * 100)}%"), (text, face)
+
+        info["min_face_size"] = 80  # now the two smaller faces of the frame are too small to judge
+        page.reload()
+        state = wait_frames(page, "device")
+        small = [f for f in state["faces"] if min(f["box"][2:]) < 80]
+        assert small and all(f["label"] == "unknown" and f["confidence"] is None for f in small), state
+        assert all(f["label"] != "unknown" for f in state["faces"] if f not in small), state
+        texts = page.eval_on_selector_all("#detections li.unknown", "els => els.map(e => e.textContent)")
+        assert len(texts) == len(small) and all("Unknown" in t for t in texts), texts
     finally:
         context.close()
 
@@ -262,21 +266,26 @@ def test_device_mode_works_offline_after_the_first_visit(
 def tampered_server(
     server_factory: ServerFactory, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    """A server whose int8 ONNX file no longer matches the card (everything else is the shipped files)."""
+    """A server whose device classifier file no longer matches the card (the rest: the shipped files)."""
     folder = tmp_path_factory.mktemp("tampered-models")
     for path in models_dir.iterdir():
         if path.is_file():
             (folder / path.name).symlink_to(path.resolve())
-    onnx_name = "masklite_int8.onnx"
-    (folder / onnx_name).unlink()
-    data = bytearray((models_dir / onnx_name).read_bytes())
-    data[-100] ^= 0xFF
-    (folder / onnx_name).write_bytes(bytes(data))
+    (folder / tampered_file(models_dir)).unlink()
+    data = bytearray((models_dir / tampered_file(models_dir)).read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte
+    (folder / tampered_file(models_dir)).write_bytes(bytes(data))
     return server_factory.start({"MASKLITE_MODELS_DIR": str(folder)}).url
 
 
+def tampered_file(models_dir: Path) -> str:
+    """The classifier file device mode loads first: the card's device model's onnxruntime-web file."""
+    card = load_card(models_dir)
+    return card.models[card.device_model or "int8"].runtime_files["onnxruntime-web"].file
+
+
 def test_a_model_file_that_does_not_match_the_card_refuses_device_mode(
-    playwright: Playwright, browser: Browser, tampered_server: str
+    playwright: Playwright, browser: Browser, tampered_server: str, models_dir: Path
 ) -> None:
     context = phone(playwright, browser, "Pixel 7", tampered_server)
     try:
@@ -284,7 +293,9 @@ def test_a_model_file_that_does_not_match_the_card_refuses_device_mode(
         page.goto(tampered_server + "/?mode=device")
         state = wait_frames(page, "server")
         text = message(page)
-        assert "masklite_int8.onnx does not match the model card" in text and "refused" in text, text
+        assert f"{tampered_file(models_dir)} does not match the model card" in text and "refused" in text, (
+            text
+        )
         assert state["fallback"] and "does not match" in state["fallback"]
         assert page.input_value("#engine") == "server"
     finally:
