@@ -111,24 +111,23 @@ class DevicePipeline {
     this.detector = detector;
     this.classifier = classifier;
     this.spec = model.input ?? info.input; // this model's own input, else the card default
-    this.frame = document.createElement("canvas"); // the frame at full size: crops come from it
-    this.small = document.createElement("canvas"); // the detector's input
-    this.crop = document.createElement("canvas");
+    this.canvas = document.createElement("canvas"); // the frame at full size: its pixels are read once
   }
 
   /**
-   * Faces in one frame (a video, image or canvas of width x height), boxes in its pixels:
+   * Faces in one frame (a video, image, bitmap or canvas of width x height), boxes in its pixels:
    * {faces: [{box, score, label, mask_probability}], image: {width, height}, stages_ms: {detect, classify}}.
    */
   async run(source, width, height) {
     const t0 = performance.now();
-    const frameCtx = this.frame.getContext("2d", { willReadFrequently: true });
-    this.frame.width = width;
-    this.frame.height = height;
-    frameCtx.drawImage(source, 0, 0, width, height);
-    const found = await this.detect(width, height);
+    this.canvas.width = width;
+    this.canvas.height = height;
+    const ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(source, 0, 0, width, height);
+    const frame = { data: ctx.getImageData(0, 0, width, height).data, width, height };
+    const found = await this.detect(frame);
     const t1 = performance.now();
-    const probs = await this.classify(found.map((f) => f.box), width, height);
+    const probs = await this.classify(frame, found.map((f) => f.box));
     const t2 = performance.now();
     const { labels, mask_label: maskLabel, unknown_label: unknownLabel, min_face_size: minFace } = this.info;
     const maskIndex = labels.indexOf(maskLabel);
@@ -147,29 +146,26 @@ class DevicePipeline {
     return labels.find((l) => l !== maskLabel);
   }
 
-  async detect(width, height) {
+  async detect(frame) {
     const det = this.info.detector;
+    const { width, height } = frame;
+    // shrunk to the card's detector side like the server (cv2.INTER_AREA), never enlarged
     const scale = Math.min(1, det.max_side / Math.max(width, height));
     const w = Math.max(1, Math.round(width * scale));
     const h = Math.max(1, Math.round(height * scale));
+    const rgb = resizeRegion(frame, [0, 0, width, height], w, h);
     const padW = Math.ceil(w / DIVISOR) * DIVISOR;
     const padH = Math.ceil(h / DIVISOR) * DIVISOR;
-    this.small.width = w;
-    this.small.height = h;
-    const ctx = this.small.getContext("2d", { willReadFrequently: true });
-    ctx.imageSmoothingQuality = "high"; // shrinking: close to OpenCV's INTER_AREA
-    ctx.drawImage(this.frame, 0, 0, w, h);
-    const rgba = ctx.getImageData(0, 0, w, h).data;
     // (1, 3, padH, padW) BGR, raw 0..255, zeros outside the image (masklite.faces.make_blob)
     const plane = padW * padH;
     const blob = new Float32Array(3 * plane);
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
-        const s = (y * w + x) * 4;
+        const s = (y * w + x) * 3;
         const d = y * padW + x;
-        blob[d] = rgba[s + 2];
-        blob[plane + d] = rgba[s + 1];
-        blob[2 * plane + d] = rgba[s];
+        blob[d] = rgb[s + 2];
+        blob[plane + d] = rgb[s + 1];
+        blob[2 * plane + d] = rgb[s];
       }
     }
     const input = new this.ort.Tensor("float32", blob, [1, 3, padH, padW]);
@@ -178,38 +174,105 @@ class DevicePipeline {
     const kept = rows.length <= 1 ? rows : nms(rows, det.score_threshold, det.nms_threshold);
     const faces = [];
     for (const r of kept) {
+      // back in frame pixels: divided by the scale, as the server does
       const box = clipBox(r[0] / scale, r[1] / scale, r[2] / scale, r[3] / scale, width, height);
       if (box) faces.push({ box, score: r[14] });
     }
     return faces.sort((a, b) => b.score - a.score);
   }
 
-  async classify(boxes, width, height) {
+  async classify(frame, boxes) {
     if (!boxes.length) return new Float32Array(0);
     const [inH, inW] = this.spec.size;
     const { scale, offset, color } = this.spec;
     const [r, g, b] = color === "BGR" ? [2, 1, 0] : [0, 1, 2];
-    const margin = this.info.crop_margin;
-    this.crop.width = inW;
-    this.crop.height = inH;
-    const ctx = this.crop.getContext("2d", { willReadFrequently: true });
-    ctx.imageSmoothingQuality = "high";
-    const pixels = new Float32Array(boxes.length * inH * inW * 3);
+    const n = inH * inW * 3;
+    const pixels = new Float32Array(boxes.length * n);
     boxes.forEach((box, i) => {
-      const [cx, cy, cw, ch] = cropBox(box, margin, width, height);
-      ctx.drawImage(this.frame, cx, cy, cw, ch, 0, 0, inW, inH);
-      const rgba = ctx.getImageData(0, 0, inW, inH).data;
-      let o = i * inH * inW * 3;
-      for (let s = 0; s < rgba.length; s += 4) {
-        pixels[o++] = rgba[s + r] * scale + offset;
-        pixels[o++] = rgba[s + g] * scale + offset;
-        pixels[o++] = rgba[s + b] * scale + offset;
+      const region = cropBox(box, this.info.crop_margin, frame.width, frame.height);
+      const rgb = resizeRegion(frame, region, inW, inH); // masklite.classifier.resize_crop
+      for (let s = 0, o = i * n; s < rgb.length; s += 3) {
+        pixels[o++] = rgb[s + r] * scale + offset;
+        pixels[o++] = rgb[s + g] * scale + offset;
+        pixels[o++] = rgb[s + b] * scale + offset;
       }
     });
     const input = new this.ort.Tensor("float32", pixels, [boxes.length, inH, inW, 3]);
     const out = await this.classifier.run({ [this.classifier.inputNames[0]]: input });
     return out[this.classifier.outputNames[0]].data;
   }
+}
+
+// ---------------------------------------------------------------- resizing (OpenCV's, as the server)
+
+/**
+ * The region [x, y, w, h] of an RGBA frame resized to dw x dh RGB uint8, as cv2.resize does on the
+ * server: INTER_AREA when shrinking, INTER_LINEAR when enlarging (masklite.classifier.resize_crop).
+ */
+export function resizeRegion(frame, [x0, y0, w, h], dw, dh) {
+  const shrinking = w > dw || h > dh;
+  const cols = shrinking ? areaWeights(w, dw) : linearWeights(w, dw);
+  const rows = shrinking ? areaWeights(h, dh) : linearWeights(h, dh);
+  const src = frame.data;
+  const stride = frame.width * 4;
+  const tmp = new Float32Array(dw * 3);
+  const out = new Uint8ClampedArray(dw * dh * 3); // clamps and rounds like saturate_cast<uchar>
+  for (let oy = 0; oy < dh; oy++) {
+    tmp.fill(0);
+    for (const [sy, wy] of rows[oy]) {
+      const line = (y0 + sy) * stride + x0 * 4;
+      for (let ox = 0; ox < dw; ox++) {
+        let rr = 0;
+        let gg = 0;
+        let bb = 0;
+        for (const [sx, wx] of cols[ox]) {
+          const p = line + sx * 4;
+          rr += src[p] * wx;
+          gg += src[p + 1] * wx;
+          bb += src[p + 2] * wx;
+        }
+        tmp[ox * 3] += rr * wy;
+        tmp[ox * 3 + 1] += gg * wy;
+        tmp[ox * 3 + 2] += bb * wy;
+      }
+    }
+    out.set(tmp.map(Math.round), oy * dw * 3);
+  }
+  return out;
+}
+
+// OpenCV's computeResizeAreaTab: each output pixel averages the source pixels it covers, by coverage
+function areaWeights(src, dst) {
+  const scale = src / dst;
+  const table = [];
+  for (let d = 0; d < dst; d++) {
+    const f1 = d * scale;
+    const f2 = f1 + scale;
+    const cell = Math.min(scale, src - f1);
+    const s2 = Math.min(Math.floor(f2), src - 1);
+    const s1 = Math.min(Math.ceil(f1), s2);
+    const taps = [];
+    if (s1 - f1 > 1e-3) taps.push([s1 - 1, (s1 - f1) / cell]);
+    for (let s = s1; s < s2; s++) taps.push([s, 1 / cell]);
+    if (f2 - s2 > 1e-3) taps.push([s2, Math.min(Math.min(f2 - s2, 1), cell) / cell]);
+    table.push(taps);
+  }
+  return table;
+}
+
+// INTER_LINEAR: pixel centres aligned, edges replicated
+function linearWeights(src, dst) {
+  const scale = src / dst;
+  const table = [];
+  for (let d = 0; d < dst; d++) {
+    const f = (d + 0.5) * scale - 0.5;
+    const s = Math.floor(f);
+    const t = f - s;
+    const a = Math.min(Math.max(s, 0), src - 1);
+    const b = Math.min(Math.max(s + 1, 0), src - 1);
+    table.push(a === b ? [[a, 1]] : [[a, 1 - t], [b, t]]);
+  }
+  return table;
 }
 
 // ---------------------------------------------------------------- YuNet decoding (masklite/faces.py)
