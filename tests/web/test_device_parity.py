@@ -95,7 +95,8 @@ def test_device_and_server_agree_on_the_scenes(
                     )
         print(
             f"\n{precision}: {faces} server faces on {len(photos)} photos; labels equal "
-            f"{same_label / faces:.1%}, boxes IoU >= {BOX_IOU} {same_box / faces:.1%}; differences: {problems[:10]}"
+            f"{same_label / faces:.1%}, boxes IoU >= {BOX_IOU} {same_box / faces:.1%}; "
+            f"differences: {problems[:10]}"
         )
         assert faces >= 50
         assert same_label / faces >= LABEL_AGREEMENT, problems
