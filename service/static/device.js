@@ -116,7 +116,8 @@ class DevicePipeline {
 
   /**
    * Faces in one frame (a video, image, bitmap or canvas of width x height), boxes in its pixels:
-   * {faces: [{box, score, label, mask_probability}], image: {width, height}, stages_ms: {detect, classify}}.
+   * {faces: [{box, score, label, mask_probability}], image: {width, height},
+   *  stages_ms: {capture (the frame's pixels), detect, classify}}.
    */
   async run(source, width, height) {
     const t0 = performance.now();
@@ -125,6 +126,7 @@ class DevicePipeline {
     const ctx = this.canvas.getContext("2d", { willReadFrequently: true });
     ctx.drawImage(source, 0, 0, width, height);
     const frame = { data: ctx.getImageData(0, 0, width, height).data, width, height };
+    const tc = performance.now();
     const found = await this.detect(frame);
     const t1 = performance.now();
     const probs = await this.classify(frame, found.map((f) => f.box));
@@ -135,7 +137,8 @@ class DevicePipeline {
       const p = probs[i * labels.length + maskIndex];
       return { box: f.box, score: f.score, mask_probability: p, label: this.decide(p, f.box, minFace, unknownLabel) };
     });
-    return { faces, image: { width, height }, stages_ms: { detect: t1 - t0, classify: t2 - t1 } };
+    const stages = { capture: tc - t0, detect: t1 - tc, classify: t2 - t1 };
+    return { faces, image: { width, height }, stages_ms: stages };
   }
 
   // masklite.pipeline.decide_label: `unknown` below the card's smallest face, else the threshold rule
@@ -210,35 +213,62 @@ class DevicePipeline {
  * server: INTER_AREA when shrinking, INTER_LINEAR when enlarging (masklite.classifier.resize_crop).
  */
 export function resizeRegion(frame, [x0, y0, w, h], dw, dh) {
-  const shrinking = w > dw || h > dh;
-  const cols = shrinking ? areaWeights(w, dw) : linearWeights(w, dw);
-  const rows = shrinking ? areaWeights(h, dh) : linearWeights(h, dh);
   const src = frame.data;
   const stride = frame.width * 4;
-  const tmp = new Float32Array(dw * 3);
   const out = new Uint8ClampedArray(dw * dh * 3); // clamps and rounds like saturate_cast<uchar>
-  for (let oy = 0; oy < dh; oy++) {
-    tmp.fill(0);
-    for (const [sy, wy] of rows[oy]) {
-      const line = (y0 + sy) * stride + x0 * 4;
-      for (let ox = 0; ox < dw; ox++) {
-        let rr = 0;
-        let gg = 0;
-        let bb = 0;
-        for (const [sx, wx] of cols[ox]) {
-          const p = line + sx * 4;
-          rr += src[p] * wx;
-          gg += src[p + 1] * wx;
-          bb += src[p + 2] * wx;
-        }
-        tmp[ox * 3] += rr * wy;
-        tmp[ox * 3 + 1] += gg * wy;
-        tmp[ox * 3 + 2] += bb * wy;
+  if (w === dw && h === dh) {
+    // same size: a copy (a 640x480 camera frame for the detector)
+    for (let y = 0, o = 0; y < h; y++) {
+      for (let p = (y0 + y) * stride + x0 * 4, end = p + w * 4; p < end; p += 4) {
+        out[o++] = src[p];
+        out[o++] = src[p + 1];
+        out[o++] = src[p + 2];
       }
     }
-    out.set(tmp.map(Math.round), oy * dw * 3);
+    return out;
+  }
+  const shrinking = w > dw || h > dh;
+  const cols = flatten(shrinking ? areaWeights(w, dw) : linearWeights(w, dw));
+  const rows = flatten(shrinking ? areaWeights(h, dh) : linearWeights(h, dh));
+  const acc = new Float32Array(dw * 3);
+  for (let oy = 0; oy < dh; oy++) {
+    acc.fill(0);
+    for (let ty = rows.start[oy]; ty < rows.start[oy + 1]; ty++) {
+      const line = (y0 + rows.index[ty]) * stride + x0 * 4;
+      const wy = rows.weight[ty];
+      for (let ox = 0, a = 0; ox < dw; ox++, a += 3) {
+        let r = 0;
+        let g = 0;
+        let b = 0;
+        for (let tx = cols.start[ox]; tx < cols.start[ox + 1]; tx++) {
+          const p = line + cols.index[tx] * 4;
+          const wx = cols.weight[tx];
+          r += src[p] * wx;
+          g += src[p + 1] * wx;
+          b += src[p + 2] * wx;
+        }
+        acc[a] += r * wy;
+        acc[a + 1] += g * wy;
+        acc[a + 2] += b * wy;
+      }
+    }
+    const o = oy * dw * 3;
+    for (let i = 0; i < acc.length; i++) out[o + i] = Math.round(acc[i]);
   }
   return out;
+}
+
+// [[index, weight], ...] per output pixel -> typed arrays (start offsets, indices, weights): fast loops
+function flatten(table) {
+  const start = new Int32Array(table.length + 1);
+  table.forEach((taps, i) => (start[i + 1] = start[i] + taps.length));
+  const index = new Int32Array(start[table.length]);
+  const weight = new Float32Array(start[table.length]);
+  table.flat().forEach(([i, wt], k) => {
+    index[k] = i;
+    weight[k] = wt;
+  });
+  return { start, index, weight };
 }
 
 // OpenCV's computeResizeAreaTab: each output pixel averages the source pixels it covers, by coverage
