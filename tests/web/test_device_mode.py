@@ -367,7 +367,8 @@ def test_phone_over_https_with_the_generated_certificate(
     device: str,
 ) -> None:
     url, cert = https_server
-    # what accepting the certificate once on the phone does: this browser trusts exactly this key
+    # this browser trusts exactly this key, as a phone that installed the certificate would (accepting the
+    # warning alone lets the page run, but then browsers register no service worker)
     b = launch(
         playwright, chromium, fake_camera, f"--ignore-certificate-errors-spki-list={spki_sha256(cert)}"
     )
