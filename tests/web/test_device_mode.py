@@ -28,6 +28,7 @@ from tests.web.test_browser import FLAGS, check_labels, overlay_painted_pixels, 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
 
 CAMERA_SCENE = "scene_07"  # three faces, both classes, all big enough at 640x480
+UPLOAD_SCENE = "scene_22"  # test_browser.py's photo
 CAMERA_SIZE = (640, 480)
 CAMERA_FPS = 30
 WAIT_MS = 90_000
@@ -158,6 +159,34 @@ def test_device_mode_sends_no_frame(
         assert not [r.url for r in requests[before:] if "/v1/" in r.url], "requests while judging frames"
         assert page.evaluate("() => document.getElementById('detections').dataset.engine") == "device"
         assert not page.page_errors, page.page_errors  # type: ignore[attr-defined]
+    finally:
+        context.close()
+
+
+def test_a_photo_is_checked_on_the_device_too(
+    playwright: Playwright, browser: Browser, live_server: str, scene_samples: list[SceneSample]
+) -> None:
+    sample = scene(scene_samples, UPLOAD_SCENE)
+    context = phone(playwright, browser, "Pixel 7", live_server)
+    posts: list[str] = []
+    context.on("request", lambda r: r.method != "GET" and posts.append(f"{r.method} {r.url}"))
+    try:
+        page = open_page(context)
+        page.goto(live_server + "/?mode=device")
+        wait_frames(page, "device")
+        # the list offers the models the card converted for the device; int8 labels this photo right
+        options = page.eval_on_selector_all("#model option", "opts => opts.map(o => o.value)")
+        assert "int8" in options and "float32" not in options, options
+        page.select_option("#model", "int8")
+        page.wait_for_function(
+            "() => document.getElementById('detections').dataset.model === 'int8'", timeout=WAIT_MS
+        )
+        page.set_input_files("#file", str(sample.path))
+        page.wait_for_function("() => window.masklite.source === 'upload'", timeout=WAIT_MS)
+        state = page.evaluate("() => JSON.parse(JSON.stringify(window.masklite))")
+        assert (state["image"]["width"], state["image"]["height"]) == (sample.width, sample.height)
+        assert not check_labels(shown_faces(state), sample), state["faces"]
+        assert not posts, posts  # the photo never left the page
     finally:
         context.close()
 
