@@ -263,13 +263,15 @@
 
   // device: judge the newest video frame, draw, repeat; a frame is taken as soon as the last one is done
   async function deviceLoop(gen) {
+    let seen = -1; // the camera frame judged last (videoFrames.count)
     while (gen === state.generation && state.running && state.engine === "device") {
       if (document.hidden) {
         await sleep(500); // no work while the tab is in the background
         continue;
       }
-      await nextVideoFrame();
+      await newVideoFrame(seen);
       if (gen !== state.generation || state.engine !== "device") return;
+      seen = videoFrames.count;
       const started = performance.now();
       try {
         const out = await state.pipeline.run(els.video, els.video.videoWidth, els.video.videoHeight);
@@ -282,14 +284,26 @@
     }
   }
 
-  // a new camera frame (requestVideoFrameCallback), or after at most one frame time at 30 frames/s
-  function nextVideoFrame() {
+  // Camera frames shown so far (requestVideoFrameCallback), so the loop judges each frame at most once but
+  // never waits when a new one came while it was busy. Without the callback: one frame time at 30 frames/s.
+  const videoFrames = { count: 0, waiters: [] };
+  function countVideoFrames() {
+    if (!els.video.requestVideoFrameCallback) return;
+    els.video.requestVideoFrameCallback(() => {
+      videoFrames.count++;
+      videoFrames.waiters.splice(0).forEach((resolve) => resolve());
+      countVideoFrames();
+    });
+  }
+  countVideoFrames();
+
+  function newVideoFrame(seen) {
+    if (!els.video.requestVideoFrameCallback) return sleep(33);
+    if (videoFrames.count !== seen) return Promise.resolve();
+    // a stalled stream (a camera that stops sending) must not stop the loop for good
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, 33);
-      els.video.requestVideoFrameCallback?.(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+      videoFrames.waiters.push(resolve);
+      setTimeout(resolve, 500);
     });
   }
 
