@@ -45,7 +45,6 @@
     pipelineKey: "",
     userModel: null, // the model picked in the list, if any
     fallback: null, // why device mode is not used, when it was asked for
-    stages: {},
   };
   // for automation and tests: the page's state, updated after every frame
   const pub = (window.masklite = { mode: "server", fps: 0, faces: [], stages_ms: {}, frames: 0, fallback: null });
@@ -517,8 +516,7 @@
   // other). A face below the card's min_face_size is `unknown`: no confidence, shown as unknown.
   function labelView(face) {
     const info = state.info;
-    const unknownLabel = info?.unknown_label ?? "unknown";
-    if (face.too_small || face.label === unknownLabel) {
+    if (face.too_small || face.label === info?.unknown_label) {
       return { name: "Unknown (too small to judge)", color: UNKNOWN_COLOR, confidence: null, kind: "unknown" };
     }
     const maskLabel = info?.mask_label;

@@ -30,7 +30,6 @@ export function unsupportedReason() {
   }
   if (!WebAssembly.validate(SIMD_PROBE)) return "this browser's WebAssembly has no SIMD";
   if (!globalThis.crypto?.subtle) return "this page has no WebCrypto here (open it over HTTPS)";
-  if (typeof OffscreenCanvas !== "function" && typeof document === "undefined") return "no canvas";
   return null;
 }
 
