@@ -115,9 +115,9 @@ ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/
     MASKLITE_JOBS_DIR=/var/lib/masklite/jobs
 # byte-compile the app (faster cold start), then fail the build unless the app imports and every model
 # and the detector load and verify exactly as the service loads them, and the sample image gives faces
-# (the jobs folder is made here: COPY --from does not keep the service user's ownership)
-RUN mkdir -p /var/lib/masklite/jobs \
- && chown 10001:10001 /var/lib/masklite/jobs \
+# (the jobs and TLS folders are made here: COPY --from does not keep the service user's ownership)
+RUN mkdir -p /var/lib/masklite/jobs /var/lib/masklite/tls \
+ && chown 10001:10001 /var/lib/masklite/jobs /var/lib/masklite/tls \
  && python -m compileall -q masklite service bench \
  && python -m service check
 USER 10001:10001

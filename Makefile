@@ -11,7 +11,7 @@ install_missing = @reqs="$$($(PY) docker/requirements.py $(1) --missing)"; \
 	if [ -n "$$reqs" ]; then echo "installing $(2) into $(VENV)/ (once)"; \
 	  printf '%s\n' "$$reqs" | $(PY) -m pip install -q -r /dev/stdin; fi
 
-.PHONY: lock setup serve serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
+.PHONY: lock setup serve serve-https serve-deps test test-deps check test-fast lint bench bench-ci build-models studies robustness-report reliability fuzz overload
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ setup: test-deps  ## everything (service, training, dev) in .venv/
 
 serve: serve-deps  ## the service with the shipped models and detector on $MASKLITE_HOST:$MASKLITE_PORT (default 127.0.0.1:8000; MASKLITE_HOST=0.0.0.0 for the network)
 	$(PY) -m service
+
+serve-https: serve-deps  ## the same on the LAN over HTTPS, for phones: a self-signed certificate made once in data/tls/, LAN URLs + a QR code printed
+	MASKLITE_HOST=$${MASKLITE_HOST:-0.0.0.0} MASKLITE_TLS=$${MASKLITE_TLS:-self-signed} $(PY) -m service
 
 check: serve-deps  ## first-run check: models, detector, sha256s, threads, one detection + classification
 	$(PY) -m service check

@@ -41,7 +41,8 @@ YUNET_SOURCE = (
 
 
 class DerivedDetectorFile(BaseModel):
-    """A detector file made from the upstream YuNet for one runtime (tools/convert_yunet.py), in models/."""
+    """A file made from a shipped model for one runtime, in models/: the detector's (tools/convert_yunet.py)
+    and the classifier's (tools/convert_classifier.py)."""
 
     file: str
     sha256: str
@@ -105,6 +106,9 @@ class ModelEntry(BaseModel):
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     # Only for a model whose input differs from the card default (the micro model: smaller size).
     input: InputSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    # The same model converted for another runtime (the camera page's device mode: "onnxruntime-web",
+    # tools/convert_classifier.py), each with its own sha256. A rebuilt .tflite drops them (stale).
+    runtime_files: dict[str, DerivedDetectorFile] = Field(default_factory=dict, exclude_if=lambda v: not v)
 
 
 class ModelCard(BaseModel):
@@ -124,6 +128,9 @@ class ModelCard(BaseModel):
         description="faces whose box's shorter side (original px) is below this are 'unknown'",
     )
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    # the model the camera page runs on the device unless the user picks another: one with an
+    # onnxruntime-web file (runtime_files); unset: the service's default model
+    device_model: str | None = Field(default=None, exclude_if=lambda v: v is None)
     models: dict[str, ModelEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
     splits: dict[str, Any] = Field(default_factory=dict)

@@ -36,6 +36,10 @@ def main() -> None:
         sys.exit(f"usage: {usage}; unknown arguments: {' '.join(args)}")
     settings = Settings()
     configure_logging(settings.log_level)
+    from service.tls import banner, server_tls
+
+    tls = server_tls(settings)  # None: plain HTTP
+    print(banner(settings, tls), flush=True)
     common: dict = dict(
         host=settings.host,
         port=settings.port,
@@ -44,6 +48,8 @@ def main() -> None:
         timeout_graceful_shutdown=10,
         server_header=False,
     )
+    if tls is not None:
+        common.update(ssl_certfile=str(tls.certfile), ssl_keyfile=str(tls.keyfile))
     if settings.workers == 1:
         from service.app import create_app
 

@@ -103,6 +103,14 @@ class InputInfo(BaseModel):
     offset: float
 
 
+class RuntimeFile(BaseModel):
+    """A model file converted for another runtime, downloadable from `url` (the camera page's device mode)."""
+
+    file: str
+    sha256: str = Field(description="the card's sha256: a client checks the downloaded bytes against it")
+    url: str = Field(description="GET it here (this service; only files the card names)")
+
+
 class ModelInfo(BaseModel):
     precision: str
     file: str
@@ -113,6 +121,9 @@ class ModelInfo(BaseModel):
     decision_threshold: float = Field(0.5, description="a face is with_mask when mask_probability >= this")
     metrics: dict[str, Any] = Field(default_factory=dict)
     input: InputInfo | None = Field(None, description="this model's own input (micro: 96x96)")
+    runtime_files: dict[str, RuntimeFile] = Field(
+        default_factory=dict, description="this model converted for other runtimes (onnxruntime-web)"
+    )
 
 
 class DetectorInfo(BaseModel):
@@ -126,6 +137,9 @@ class DetectorInfo(BaseModel):
     license: str | None = None
     runtime: str | None = Field(None, description="what runs YuNet: litert, onnxruntime or opencv")
     max_side: int | None = Field(None, description="default detector input side (MASKLITE_DETECT_MAX_SIDE)")
+    runtime_files: dict[str, RuntimeFile] = Field(
+        default_factory=dict, description="the detector's files per runtime (litert, onnxruntime)"
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -141,6 +155,11 @@ class ModelsResponse(BaseModel):
         0, description="the same value as min_judgeable_face, under its old name (kept: /v1 is additive)"
     )
     default_model: str
+    device_model: str | None = Field(
+        None, description="the model the camera page runs on the device by default (card's device_model)"
+    )
+    mask_label: str = Field(description="the label given when mask_probability >= the model's threshold")
+    unknown_label: str = Field(description="the label of a face below min_judgeable_face: too small to judge")
     detector: DetectorInfo
     models: list[ModelInfo]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from masklite.paths import DEFAULT_MODELS_DIR
@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS"
     )
+    # HTTPS (service/tls.py): a phone's browser opens the camera only over HTTPS
+    tls: Literal["off", "self-signed"] = Field(
+        "off", description="self-signed: a certificate for this machine's LAN addresses, made once in tls_dir"
+    )
+    tls_dir: Path = Field(Path("data/tls"), description="where the self-signed certificate and key are kept")
+    tls_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="more names/IPs for the self-signed certificate (Docker: the host)"
+    )
+    tls_certfile: Path | None = Field(None, description="your own certificate (PEM); with tls_keyfile")
+    tls_keyfile: Path | None = Field(None, description="the key of tls_certfile (PEM)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="one log line per request, with its request id")
 
@@ -121,3 +131,23 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("tls_hosts", mode="before")
+    @classmethod
+    def _split_tls_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @classmethod
+    def _empty_tls_file_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError(
+                "MASKLITE_TLS_CERTFILE and MASKLITE_TLS_KEYFILE go together: set both or neither"
+            )
+        return self

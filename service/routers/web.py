@@ -1,10 +1,15 @@
-"""GET / (the camera page), GET /static/<file> (its script and style sheet), and GET /docs (Swagger UI).
+"""GET / (the camera page), GET /static/<file> (its script and style sheet), GET /sw.js and
+/manifest.webmanifest (installable, offline), and GET /docs (Swagger UI).
 
 Plain files from service/static/, no build step. Only files that exist directly in that folder (or in
-static/swagger-ui/) are served (no sub-paths, so no traversal). /docs is FastAPI's Swagger page with its
-assets self-hosted from static/swagger-ui/ instead of a CDN, so the docs work offline.
+static/swagger-ui/ or static/vendor/) are served (no sub-paths, so no traversal). static/vendor/ holds
+onnxruntime-web's WebAssembly build, copied from the pinned npm package (see its README.md), for device mode.
+/docs is FastAPI's Swagger page with its assets self-hosted from static/swagger-ui/ instead of a CDN, so
+the docs work offline.
 The camera page's Content-Security-Policy limits it to this origin: camera frames can only be sent
-back to this service (connect-src 'self').
+back to this service (connect-src 'self'). 'wasm-unsafe-eval' lets it compile WebAssembly (device mode),
+nothing else. The page is cross-origin isolated (COOP/COEP; every resource is same-origin), which lets
+onnxruntime-web use threads.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from service.errors import ApiError
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 SWAGGER_DIR = STATIC_DIR / "swagger-ui"  # vendored swagger-ui-dist, see its README.md
 SWAGGER_URL = "/static/swagger-ui"
+VENDOR_DIR = STATIC_DIR / "vendor"  # npm packages' files, copied by `npm run vendor` (tools/vendor_web.mjs)
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".webmanifest": "application/manifest+json",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
     ".png": "image/png",
@@ -33,7 +42,9 @@ _TYPES = {
 CSP = "; ".join(
     [
         "default-src 'none'",
-        "script-src 'self'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "worker-src 'self'",
+        "manifest-src 'self'",
         "style-src 'self'",
         "img-src 'self' blob: data:",
         "media-src 'self' blob: mediastream:",
@@ -48,6 +59,9 @@ PAGE_HEADERS = {
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
     # small files that change with each release: revalidate (ETag) instead of caching stale code
     "Cache-Control": "no-cache",
 }
@@ -71,6 +85,22 @@ async def index() -> FileResponse:
 @router.get("/static/{name}")
 async def static_file(name: str) -> FileResponse:
     return _file_response(name)
+
+
+@router.get("/static/vendor/{name}")
+async def vendor_file(name: str) -> FileResponse:
+    return _file_response(name, VENDOR_DIR)
+
+
+@router.get("/sw.js")
+async def service_worker() -> FileResponse:
+    """At the root, so its scope is the whole page (a worker controls only paths below its own)."""
+    return _file_response("sw.js")
+
+
+@router.get("/manifest.webmanifest")
+async def manifest() -> FileResponse:
+    return _file_response("manifest.webmanifest")
 
 
 @router.get("/static/swagger-ui/{name}")

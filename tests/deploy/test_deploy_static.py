@@ -166,3 +166,33 @@ def test_image_builds_from_the_repository_alone() -> None:
     runtime = code[code.rindex(" AS runtime\n") :]
     assert "COPY models/ models/" in runtime and "MASKLITE_DETECTOR_PATH" not in runtime
     assert "python -m service check" in runtime  # the image proves it serves, detector included
+
+
+def test_compose_https_override() -> None:
+    """docker/compose.https.yml: the api on HTTPS, its certificate in a volume, health checked on HTTPS."""
+    import json
+
+    result = subprocess.run(
+        [
+            tool("docker-compose"),
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "docker/compose.https.yml",
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    api = json.loads(result.stdout)["services"]["api"]
+    env = api["environment"]
+    assert env["MASKLITE_TLS"] == "self-signed"
+    assert any(v["target"] == env["MASKLITE_TLS_DIR"] and v["type"] == "volume" for v in api["volumes"])
+    assert "https://127.0.0.1:8000/health/ready" in " ".join(api["healthcheck"]["test"])
+    # the image makes that folder for the service user (the container's root file system is read-only)
+    assert env["MASKLITE_TLS_DIR"] in (REPO_ROOT / "Dockerfile").read_text()

@@ -1,4 +1,5 @@
-"""The camera page in real Chromium (Playwright + Debian's /usr/bin/chromium) against a real server.
+"""The camera page in real Chromium (Playwright + Debian's /usr/bin/chromium) against a real server, in
+server mode (?mode=server; device mode: test_device_mode.py).
 
 Chromium's fake camera plays a Y4M video made here from a scenes-sample photo, so the page's whole
 path runs for real: getUserMedia -> canvas JPEG snapshot -> POST /v1/predict/snapshot -> boxes drawn.
@@ -209,7 +210,7 @@ def test_camera_shows_boxes_and_the_annotated_labels(
 ) -> None:
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(live_server + "/")
+    page.goto(live_server + "/?mode=server")
     shown = wait_for_result(page, "camera")
     print(f"\ncamera frame {shown['width']}x{shown['height']}: {describe(shown)}")
     problems = check_labels(shown, camera_scene)
@@ -245,7 +246,7 @@ def test_photo_upload_shows_the_annotated_labels(
     page: Page, live_server: str, scene_samples: list[SceneSample]
 ) -> None:
     sample = scene(scene_samples, UPLOAD_SCENE)
-    page.goto(live_server + "/")
+    page.goto(live_server + "/?mode=server")
     wait_for_result(page, "camera")  # the camera runs first; a photo replaces it
     page.set_input_files("#file", str(sample.path))
     shown = wait_for_result(page, "upload")
@@ -266,7 +267,7 @@ def test_photo_upload_shows_the_annotated_labels(
 
 def test_drag_and_drop_a_photo(page: Page, live_server: str, scene_samples: list[SceneSample]) -> None:
     sample = scene(scene_samples, DROP_SCENE)
-    page.goto(live_server + "/")
+    page.goto(live_server + "/?mode=server")
     wait_for_result(page, "camera")
     # a real DragEvent carrying the file, dropped on the drop zone, as a desktop browser sends it
     page.evaluate(
@@ -287,7 +288,7 @@ def test_drag_and_drop_a_photo(page: Page, live_server: str, scene_samples: list
 
 
 def test_model_picker_switches_precision(page: Page, live_server: str, camera_scene: SceneSample) -> None:
-    page.goto(live_server + "/")
+    page.goto(live_server + "/?mode=server")
     wait_for_result(page, "camera")
     options = page.eval_on_selector_all("#model option", "opts => opts.map(o => o.value)")
     assert set(options) >= {"int8", "float32"}, options  # filled from GET /v1/models
@@ -308,7 +309,7 @@ def test_camera_denied_or_absent_says_so(page: Page, live_server: str, error: st
     page.add_init_script(
         f"navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('test', '{error}'));"
     )
-    page.goto(live_server + "/")
+    page.goto(live_server + "/?mode=server")
     page.wait_for_function("() => document.body.dataset.state === 'camera-error'", timeout=WAIT_MS)
     message = page.inner_text("#message")
     assert expected in message, message
@@ -322,7 +323,7 @@ def test_phone_layout(browser: Browser, live_server: str, camera_scene: SceneSam
     )
     try:
         pg = context.new_page()
-        pg.goto(live_server + "/")
+        pg.goto(live_server + "/?mode=server")
         shown = wait_for_result(pg, "camera")
         assert not check_labels(shown, camera_scene)
         widths = pg.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+
 import httpx
 import pytest
+
+from tests.conftest import REPO_ROOT
+
+VENDOR = REPO_ROOT / "service" / "static" / "vendor"
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +43,47 @@ def test_only_the_static_files(http: httpx.Client, name: str) -> None:
 def test_page_not_in_the_api_schema(http: httpx.Client) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_device_mode_files(http: httpx.Client) -> None:
+    """The page may compile WebAssembly and run workers from this origin only; the vendored runtime is
+    served with its type and is exactly what static/vendor/README.md (npm run vendor) lists."""
+    csp = http.get("/").headers["content-security-policy"]
+    assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "worker-src 'self'" in csp
+    assert "connect-src 'self'" in csp  # frames still go nowhere else
+    page = http.get("/")
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+    readme = (VENDOR / "README.md").read_text()
+    total = 0
+    for name, ctype in (
+        ("ort.wasm.bundle.min.mjs", "text/javascript"),
+        ("ort-wasm-simd-threaded.wasm", "application/wasm"),
+    ):
+        r = http.get(f"/static/vendor/{name}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(ctype), name
+        assert hashlib.sha256(r.content).hexdigest() in readme, (
+            f"{name} differs from the vendored copy's record"
+        )
+        total += len(r.content)
+    assert total < 15_000_000
+    lock = json.loads((REPO_ROOT / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/onnxruntime-web"]["version"]
+    assert f"onnxruntime-web {pinned}" in readme
+
+
+def test_service_worker_and_manifest(http: httpx.Client) -> None:
+    sw = http.get("/sw.js")
+    assert sw.status_code == 200 and sw.headers["content-type"].startswith("text/javascript")
+    # every file the worker caches at install exists
+    shell = re.search(r"const SHELL = \[(.*?)\];", sw.text, re.S)
+    assert shell is not None
+    for path in re.findall(r'"(/[^"]*)"', shell.group(1)):
+        assert http.get(path).status_code == 200, path
+    manifest = http.get("/manifest.webmanifest")
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    info = manifest.json()
+    assert info["start_url"] == "/" and info["display"] == "standalone"
+    for icon in info["icons"]:
+        assert http.get(icon["src"]).status_code == 200, icon
+    assert 'rel="manifest"' in http.get("/").text
