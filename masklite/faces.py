@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from masklite.card import DETECTOR_NMS_THRESHOLD, DETECTOR_SCORE_THRESHOLD, ChecksumError, DetectorSpec
-from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path, sha256_file
+from masklite.paths import DEFAULT_MODELS_DIR, YUNET_SHA256, resolve_detector_path, sha256_file
 
 # YuNet is fastest and most accurate on frames of a few hundred pixels; bigger images are shrunk first.
 DETECT_MAX_SIDE = 640
@@ -363,24 +363,25 @@ def load_detector(
     """The card's detector, as every caller loads it (service, check, benchmarks, training).
 
     1. the `.onnx`: `path`, else $MASKLITE_DETECTOR_PATH, else the card's file in models_dir (else models/);
-    2. its sha256 against the card: a mismatch raises ChecksumError, unless `accept_other`, which runs that
-       file as it is on OpenCV (the only engine that takes any `.onnx`);
+    2. its sha256 against the card's (else the shipped YuNet's): a mismatch raises ChecksumError, unless
+       `accept_other`, which runs that file as it is on OpenCV (the only engine that takes any `.onnx`);
     3. the runtime's file (`runtime`, default the card's): litert / onnxruntime load the file the card
        derives from that `.onnx` for them (`runtime_files`, in models_dir else models/, sha256-checked);
     4. the YuNet over that engine, with the card's thresholds (`score_threshold` overrides the card's).
     """
     runtime = runtime or spec.runtime
     source = resolve_detector_path(path, models_dir, spec.file)
-    sha256_ok = None
-    if spec.sha256:
-        actual = sha256_file(source)
-        sha256_ok = actual == spec.sha256
-        if not sha256_ok and not accept_other:
+    actual = sha256_file(source)
+    sha256_ok = actual == spec.sha256 if spec.sha256 else None
+    # The runtime files derive from one .onnx (the card's, else the shipped YuNet): they never stand in for
+    # another file given by path, even under a card that names no sha256 (a training run's spec).
+    expected = spec.sha256 or YUNET_SHA256
+    if actual != expected:
+        if not accept_other:
             raise ChecksumError(
-                f"{source.name}: sha256 {actual[:12]}… does not match the card ({spec.sha256[:12]}…)"
+                f"{source.name}: sha256 {actual[:12]}… does not match the card's detector ({expected[:12]}…)"
             )
-        if not sha256_ok:
-            runtime = "opencv"
+        runtime = "opencv"
     model = _runtime_file(spec, runtime, models_dir, source)
     return YuNet(
         model,
