@@ -3,7 +3,17 @@
 live_server       session-scoped base URL of a server with the shipped models and the YuNet detector
 server_factory    start more servers with custom MASKLITE_* env (missing detector, broken models, tiny
                   limits); all are stopped at the end of the session, or earlier with `.stop()`
-scene_samples     scenes-sample images with their VOC annotations (skip when MASKLITE_SCENES_DIR is unset)
+scene_samples     scenes-sample images with their VOC annotations (skip_or_fail when MASKLITE_SCENES_DIR is
+                  unset)
+
+The shell does not leak into the suite: at import, every MASKLITE_* variable except the asset paths and the
+suite's own switches (TEST_VARIABLES) is removed from this process's environment, so an exported
+MASKLITE_API_KEY or MASKLITE_MAX_INFLIGHT changes no test server and no in-process Settings(). A test sets
+what it needs through `server_factory.start(env)`.
+
+Skips: a missing asset calls `skip_or_fail` (a skip locally, a failure under CI=true). Under CI, every skip
+left must match tests/skip_allowlist.txt (pattern + why); the session fails on any other (see the hooks at
+the end).
 
 Asset paths come from MASKLITE_* variables. For a variable that is unset, and only in the test suite, the
 `../shared/` layout beside the checkout is the fallback (set here, at import, so subprocesses see it too):
@@ -13,6 +23,7 @@ fallback: it ships in models/.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -22,12 +33,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import httpx
 import pytest
 
 from masklite.faces import iou  # noqa: F401 - re-exported: the tests match boxes with it
 from masklite.paths import resolve_detector_path
+from tests.helpers.skips import SkipLog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
@@ -56,13 +70,46 @@ def apply_shared_fallbacks(environ: MutableMapping[str, str] = os.environ, share
 
 SHARED_APPLIED = apply_shared_fallbacks()
 
+# MASKLITE_* variables the suite keeps from the shell: where the assets are, and the suite's own switches.
+# Everything else (API key, limits, broker, threads...) is a server setting that a test sets explicitly.
+TEST_VARIABLES = frozenset(
+    {
+        *SHARED_FALLBACKS,
+        "MASKLITE_MODELS_DIR",  # the models under test (default: models/)
+        "MASKLITE_DETECTOR_PATH",  # an override of the shipped detector
+        "MASKLITE_HARDENING_PROFILE",  # ci | long (make reliability)
+        "MASKLITE_TEST_ARTIFACTS",  # where the browser test writes its screenshots
+        "MASKLITE_CHROMIUM",  # the browser binary
+    }
+)
 
-def skip_or_fail(reason: str) -> None:
-    """A missing tool or engine: skip with the reason locally; in CI (CI=true) it must be there, so fail."""
+
+def scrub_environ(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Drop every MASKLITE_* variable that is not in TEST_VARIABLES; returns the names dropped."""
+    dropped = sorted(k for k in environ if k.startswith("MASKLITE_") and k not in TEST_VARIABLES)
+    for name in dropped:
+        del environ[name]
+    return dropped
+
+
+SCRUBBED = scrub_environ()
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """A missing asset, tool or engine: skip with the reason locally; in CI (CI=true) it must be there, so
+    fail. Works in a test, a fixture or at module level."""
     print(f"\nnot run: {reason}")
     if IN_CI:
         pytest.fail(f"CI must run this: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_or_skip_or_fail(module: str, reason: str) -> ModuleType:
+    """`pytest.importorskip`, but a failure under CI=true (the locked dev dependencies have it all)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_or_fail(f"{reason} ({exc})")
 
 
 # ---------------------------------------------------------------- assets
@@ -73,7 +120,7 @@ def models_dir() -> Path:
     """The shipped models (or $MASKLITE_MODELS_DIR)."""
     path = Path(os.environ.get("MASKLITE_MODELS_DIR") or REPO_ROOT / "models")
     if not (path / "model_card.json").is_file():
-        pytest.skip(f"no model_card.json in {path}: build or fetch the models first (make build-models)")
+        skip_or_fail(f"no model_card.json in {path}: build or fetch the models first (make build-models)")
     return path
 
 
@@ -90,10 +137,10 @@ def detector_path() -> Path:
 def scenes_dir() -> Path:
     value = os.environ.get("MASKLITE_SCENES_DIR")
     if not value:
-        pytest.skip("MASKLITE_SCENES_DIR is unset: point it at datasets/scenes-sample")
+        skip_or_fail("MASKLITE_SCENES_DIR is unset: point it at datasets/scenes-sample")
     path = Path(value)
     if not (path / "images").is_dir() or not (path / "annotations").is_dir():
-        pytest.skip(f"MASKLITE_SCENES_DIR={path} has no images/ and annotations/")
+        skip_or_fail(f"MASKLITE_SCENES_DIR={path} has no images/ and annotations/")
     return path
 
 
@@ -147,7 +194,7 @@ def scene_samples(scenes_dir: Path) -> list[SceneSample]:
         if image.is_file():
             samples.append(SceneSample(xml_path.stem, image, width, height, faces))
     if not samples:
-        pytest.skip(f"no annotated images in {scenes_dir}")
+        skip_or_fail(f"no annotated images in {scenes_dir}")
     return samples
 
 
@@ -218,9 +265,11 @@ class ServerFactory:
         self.servers: list[ServerHandle] = []
 
     def start(self, env: dict[str, str] | None = None, wait: str | None = "/health/ready") -> ServerHandle:
-        """Start a server; `env` overrides MASKLITE_* defaults. wait=None returns at once."""
+        """Start a server; `env` overrides MASKLITE_* defaults. wait=None returns at once. The process
+        environment it starts from holds no server setting from the shell (scrub_environ, at import)."""
         port = free_port()
         full_env = dict(os.environ)
+        scrub_environ(full_env)  # again: a test may have exported one with monkeypatch
         full_env.update(
             {
                 "MASKLITE_HOST": "127.0.0.1",
@@ -281,3 +330,28 @@ def live_server(live_server_handle: ServerHandle) -> str:
 def client(live_server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server, timeout=60) as c:
         yield c
+
+
+# ---------------------------------------------------------------- skips under CI
+
+_SKIPS = SkipLog()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SKIPS.record(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _SKIPS.record(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a skip that tests/skip_allowlist.txt does not name fails the run (exit 1)."""
+    if IN_CI and _SKIPS.unexpected() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every skipped test by name, allowed or not, and what CI makes of it."""
+    for line in _SKIPS.summary(IN_CI):
+        terminalreporter.write_line(line)

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from bench.server import spawned_children
+from tests.conftest import skip_or_fail
 
 SMALL = {"layers": [-1], "kinds": ["multiply"], "scalars": [0, 1], "max_images": 20}
 LONG = {"layers": "all", "kinds": ["multiply", "add"]}
@@ -99,7 +100,7 @@ def small_evalset(models_dir: Path, per_label: int = 5) -> bytes:
     """A few real crops from the shipped evaluation set, re-zipped (a valid client upload)."""
     path = models_dir / "evalset.zip"
     if not path.is_file():
-        pytest.skip(f"no {path}")
+        skip_or_fail(f"no {path}")
     out: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     with zipfile.ZipFile(path) as zf:

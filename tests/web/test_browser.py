@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou
+from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, iou, skip_or_fail
 from tests.web.conftest import CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -81,7 +81,7 @@ def write_y4m(rgb: np.ndarray, path: Path, frames: int = VIDEO_FPS, fps: int = V
 def scene(samples: list[SceneSample], name: str) -> SceneSample:
     found = [s for s in samples if s.name == name]
     if not found:
-        pytest.skip(f"{name} not in the scenes sample")
+        skip_or_fail(f"{name} not in the scenes sample")
     return found[0]
 
 
