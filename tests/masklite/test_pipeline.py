@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from masklite.card import UNKNOWN_LABEL, ModelCard, load_card
-from masklite.classifier import Classifier
-from masklite.faces import Detection, FaceDetector, make_detector, resolve_detector_file
+from masklite.card import MASK_LABEL, UNKNOWN_LABEL, ModelCard, load_card
+from masklite.classifier import Classifier, preprocess
+from masklite.faces import Detection, FaceDetector, crop_face, make_detector, resolve_detector_file
+from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import NO_DETECTOR_WARNING, decide_label, infer_bytes, predict_faces
 from tests.masklite.conftest import half_dark
@@ -102,4 +104,15 @@ def test_real_detector_and_tiny_classifier_on_the_sample(
     data = (DEFAULT_MODELS_DIR / "samples" / "astronaut_pair.jpg").read_bytes()
     res = infer_bytes(data, tiny_card, tiny_classifier, detector)
     assert len(res.prediction.faces) == 2
-    assert all(f.label in tiny_card.labels for f in res.prediction.faces)
+    # the same faces, step by step outside the pipeline: decode, detect, crop with the card's margin,
+    # preprocess (float path, not the pipeline's pixel lookup table), classify, decide
+    rgb = decode_image(data)
+    precision = next(p for p, e in tiny_card.models.items() if e.file == tiny_classifier.name)
+    boxes = [d.box for d in detector.detect(rgb)]
+    crops = [crop_face(rgb, box, tiny_card.crop_margin) for box in boxes]
+    probs = tiny_classifier.predict(preprocess(crops, tiny_card.input_for(precision)))
+    mask = tiny_card.labels.index(MASK_LABEL)
+    assert [f.box for f in res.prediction.faces] == boxes
+    for face, box, p in zip(res.prediction.faces, boxes, probs, strict=True):
+        assert face.mask_probability == pytest.approx(float(p[mask]), abs=1e-4)
+        assert face.label == decide_label(tiny_card, float(p[mask]), box, precision)

@@ -242,18 +242,31 @@ def test_job_runs_on_the_worker_and_every_replica_sees_it(pair: tuple[JobQueue, 
     assert worker.get(done.id).state == "done"  # the same record from the other side
 
 
+def wait_for_steps(api: JobQueue, job_id: str, steps: int) -> int:
+    """The job's done_steps (its partial result) once it reaches `steps`."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        done_steps = (api.get(job_id).partial or {}).get("done_steps", 0)
+        if done_steps >= steps:
+            return done_steps
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {steps} steps in {TIMEOUT_S} s")
+
+
 def test_cancel_through_one_replica_kills_the_job_on_the_worker(pair: tuple[JobQueue, JobQueue]) -> None:
     api, worker = pair
-    long = api.submit("test-sleep", {"steps": 600, "dt": 0.1})
+    # ~28 h of steps: it never ends on its own, so the exclusive job below can only run once it is killed
+    long = api.submit("test-sleep", {"steps": 1_000_000, "dt": 0.1})
     wait_for(api, long.id, {"running"})
     queued = api.submit("test-alone", {"steps": 1})  # exclusive: waits for the long one to leave the host
-    time.sleep(1.5)
+    # events, not a clock: while the long job makes 5 more steps, the exclusive one stays queued
+    steps_then = wait_for_steps(api, long.id, 1)
+    wait_for_steps(api, long.id, steps_then + 5)
     assert api.get(queued.id).state == "queued"
-    t0 = time.monotonic()
     assert worker.cancel(long.id).state == "cancelled"  # cancelled on the "other" replica
     assert api.get(long.id).error == "cancelled by the client"
-    done = wait_for(api, queued.id, {"done", "failed"})  # the host is free again
-    assert done.state == "done" and time.monotonic() - t0 < 15
+    done = wait_for(api, queued.id, {"done", "failed"})  # the host is free again: the long job was killed
+    assert done.state == "done", done.error
     assert api.get(long.id).state == "cancelled"
 
 
@@ -365,9 +378,8 @@ def test_embedded_queue_needs_no_broker_and_one_runner_per_folder(tmp_path: Path
         assert (tmp_path / "jobs" / "queue.sqlite3").is_file() and (
             tmp_path / "jobs" / "jobs.sqlite3"
         ).is_file()
-        assert os.listdir(tmp_path / "jobs" / j.id) == ["steps.json"] or "steps.json" in os.listdir(
-            tmp_path / "jobs" / j.id
-        )
+        # the job's own files, in its own folder (the queue's files stay in the jobs folder's root)
+        assert sorted(os.listdir(tmp_path / "jobs" / j.id)) == ["not an artifact.exe", "steps.json"]
     finally:
         a.close()
         b.close()

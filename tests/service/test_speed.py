@@ -121,8 +121,17 @@ def test_detect_size_is_bounded_and_changes_what_is_found(
         small, default, large = (post(size) for size in (MIN_DETECT_SIZE, None, MAX_DETECT_SIZE))
         for r in (small, default, large):
             assert r.status_code == 200, r.text
-        n_small, n_default = len(small.json()["faces"]), len(default.json()["faces"])
+        n_small, n_default, n_large = (len(r.json()["faces"]) for r in (small, default, large))
         assert n_small < n_default, "a 160 px detector input finds fewer of a crowd's faces"
+        # the largest input is the same photo seen in more detail: boxes in the photo's own pixels, each
+        # inside it, and at least as many of the crowd's faces as the default input finds
+        body = large.json()
+        assert (body["image"]["width"], body["image"]["height"]) == (crowded.width, crowded.height)
+        for face in body["faces"]:
+            x, y, w, h = face["box"]
+            assert min(x, y) >= 0 and min(w, h) > 0, face
+            assert x + w <= crowded.width and y + h <= crowded.height, face
+        assert n_large >= n_default, (n_large, n_default)
         r = c.post("/v1/predict/snapshot", json={**snapshot, "detect_size": MIN_DETECT_SIZE})
         assert r.status_code == 200 and len(r.json()["faces"]) == n_small
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,7 +104,8 @@ def test_detector_failure_mid_prepare_writes_nothing(tmp_path, capsys, data_dir)
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not an onnx model")
     work = tmp_path / "work"
-    with pytest.raises(Exception):  # noqa: B017 - OpenCV's own error type for a bad model file
+    # OpenCV's own error, naming the file it could not parse (prepare detects with OpenCV's YuNet)
+    with pytest.raises(cv2.error, match="bogus.onnx"):
         main(
             [
                 "prepare",
