@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -99,3 +100,17 @@ def test_an_unlisted_skip_fails_the_ci_session(tmp_path) -> None:
         probe.unlink()
     assert ci.returncode == 1, ci.stdout[-2000:]
     assert "quietly gone -- NOT ALLOWED" in ci.stdout and "CI fails the run" in ci.stdout
+
+
+def test_test_modules_do_not_import_each_other() -> None:
+    """Shared fixtures and helpers live in a conftest.py or tests/helpers/, never in a test module: importing
+    one runs its module-level code and pytest collects its fixtures twice."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
+    assert not offenders, offenders

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from bench.images import load_scenes, make_target_image
 from bench.loadgen import LoadConfig, run_load_sync
 from tests.conftest import ServerFactory, ServerHandle
 from tests.hardening.hardening_support import long_only, rss_mb, wait_healthy
+from tests.helpers.http import read_all, stalled_upload
 
 CLIENTS = 200
 CLIENT_TIMEOUT_S = 30.0
@@ -228,25 +228,6 @@ def test_overload_30s_fresh_server(
         overload(handle, camera_frame, 30.0, record_property)
     finally:
         handle.stop()
-
-
-def stalled_upload(url: str, declared: int = 200_000) -> socket.socket:
-    """A client that is admitted (headers + a few body bytes) and then stops sending."""
-    host, port = url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)), timeout=30)
-    s.sendall(
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-        + f"Content-Length: {declared}\r\n\r\n".encode()
-        + b"\xff\xd8\xff\xe0"
-    )
-    return s
-
-
-def read_all(s: socket.socket) -> str:
-    chunks = []
-    while chunk := s.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
 
 
 def test_stalled_uploads_release_their_slots(

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import io
-import re
 
 import httpx
 import numpy as np
 from PIL import Image
 
-
-def _value(text: str, name: str, **labels: str) -> float:
-    """Sum of samples of `name` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+from tests.helpers.http import metric_value
 
 
 def _jpeg() -> bytes:
@@ -47,28 +33,32 @@ def test_metrics_count_requests(live_server: str) -> None:
         a = c.get("/metrics").text
     req = "masklite_http_requests_total"
     assert (
-        _value(a, req, route="/v1/predict", status="200")
-        == _value(b, req, route="/v1/predict", status="200") + 2
+        metric_value(a, req, route="/v1/predict", status="200")
+        == metric_value(b, req, route="/v1/predict", status="200") + 2
     )
     assert (
-        _value(a, req, route="/v1/predict", status="415")
-        == _value(b, req, route="/v1/predict", status="415") + 1
+        metric_value(a, req, route="/v1/predict", status="415")
+        == metric_value(b, req, route="/v1/predict", status="415") + 1
     )
     assert (
-        _value(a, req, route="unmatched", status="404") >= _value(b, req, route="unmatched", status="404") + 1
+        metric_value(a, req, route="unmatched", status="404")
+        >= metric_value(b, req, route="unmatched", status="404") + 1
     )
     stage = "masklite_stage_duration_seconds_count"
     for precision in ("int8", "float32"):
         for s in ("decode", "detect", "classify", "total"):
             assert (
-                _value(a, stage, stage=s, model=precision) == _value(b, stage, stage=s, model=precision) + 1
+                metric_value(a, stage, stage=s, model=precision)
+                == metric_value(b, stage, stage=s, model=precision) + 1
             )
-    assert _value(a, "masklite_http_request_duration_seconds_count", route="/v1/predict") >= 3
+    assert metric_value(a, "masklite_http_request_duration_seconds_count", route="/v1/predict") >= 3
     # one request at a time: each ran alone, on the solo interpreters (MASKLITE_SOLO_THREADS)
-    assert _value(a, "masklite_solo_requests_total") == _value(b, "masklite_solo_requests_total") + 2
+    assert (
+        metric_value(a, "masklite_solo_requests_total") == metric_value(b, "masklite_solo_requests_total") + 2
+    )
     assert "masklite_inflight_requests" in a
     assert "# TYPE masklite_rejections_total counter" in a
-    assert _value(a, "masklite_ready") == 1.0
+    assert metric_value(a, "masklite_ready") == 1.0
 
 
 def test_openapi_documents_the_envelope(live_server: str) -> None:
