@@ -14,6 +14,7 @@ import pickle
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from service.jobqueue import FINISHED, Job, JobQueue, QueueFull, register_job_ki
 from service.jobqueue.queue import LOST
 from service.jobqueue.runner import HOST
 from service.jobqueue.store import JobStore, RedisStore, SqliteStore
-from tests.conftest import free_port, skip_or_fail
+from tests.conftest import REPO_ROOT, free_port, skip_or_fail
 
 TIMEOUT_S = 60
 
@@ -383,3 +384,61 @@ def test_embedded_queue_needs_no_broker_and_one_runner_per_folder(tmp_path: Path
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------------ `python -m service worker --check`
+
+
+def _worker_env(backend: tuple[str | None, Path], **extra: str) -> dict[str, str]:
+    url, jobs_dir = backend
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKLITE_")}
+    env.update(MASKLITE_JOBS_DIR=str(jobs_dir), MASKLITE_JOB_LEASE_S="4", PYTHONUNBUFFERED="1", **extra)
+    if url:
+        env["MASKLITE_BROKER_URL"] = url
+    return env
+
+
+def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "worker", "--check"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_worker_check_follows_a_real_worker(backend: tuple[str | None, Path], tmp_path: Path) -> None:
+    """The container health check: unhealthy with no worker, ok once `python -m service worker` runs on this
+    host, unhealthy again after it stopped (it unregisters), unhealthy when the broker is unreachable."""
+    env = _worker_env(backend)
+    Path(env["MASKLITE_JOBS_DIR"]).mkdir(parents=True, exist_ok=True)
+    none = _check(env)
+    assert none.returncode == 1 and none.stdout.startswith(f"unhealthy: 0 worker(s) on {HOST}"), none
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "service", "worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        ok = _check(env)
+        while ok.returncode != 0 and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ok = _check(env)
+        assert ok.returncode == 0, (ok, (tmp_path / "worker.log").read_text()[-3000:])
+        assert ok.stdout.startswith(f"ok: 1 worker(s) on {HOST}"), ok.stdout
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    gone = _check(env)
+    assert gone.returncode == 1 and "unhealthy: 0 worker(s)" in gone.stdout, gone
+
+
+def test_worker_check_with_the_broker_down(tmp_path: Path) -> None:
+    env = _worker_env((f"redis://127.0.0.1:{free_port()}/0", tmp_path / "jobs"))
+    down = _check(env)
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy: "), down
+    assert "Traceback" not in down.stderr, down.stderr
