@@ -412,14 +412,10 @@ def test_worker_check_follows_a_real_worker(backend: tuple[str | None, Path], tm
     Path(env["MASKLITE_JOBS_DIR"]).mkdir(parents=True, exist_ok=True)
     none = _check(env)
     assert none.returncode == 1 and none.stdout.startswith(f"unhealthy: 0 worker(s) on {HOST}"), none
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "service", "worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(tmp_path / "worker.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "service", "worker"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
     try:
         deadline = time.monotonic() + TIMEOUT_S
         ok = _check(env)
@@ -431,7 +427,6 @@ def test_worker_check_follows_a_real_worker(backend: tuple[str | None, Path], tm
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        log.close()
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
     gone = _check(env)
     assert gone.returncode == 1 and "unhealthy: 0 worker(s)" in gone.stdout, gone
