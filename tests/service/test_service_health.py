@@ -154,6 +154,26 @@ def test_corrupt_shipped_detector_is_not_ready(
         handle.stop()
 
 
+def test_corrupt_litert_detector_is_not_ready(
+    server_factory: ServerFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    """The file the default runtime really loads (the derived LiteRT YuNet), one byte flipped: its own
+    sha256 in the card's runtime_files stops it, as the .onnx's does for OpenCV."""
+    broken = _copy_models(models_dir, tmp_path / "models")
+    card = json.loads((broken / "model_card.json").read_text())
+    assert card["detector"]["runtime"] == "litert"
+    tflite = broken / card["detector"]["runtime_files"]["litert"]["file"]
+    flip_middle_byte(tflite)
+    env = {"MASKLITE_MODELS_DIR": str(broken), "MASKLITE_DETECTOR_PATH": ""}
+    handle = server_factory.start(env, wait="/health/live")
+    try:
+        _assert_detector_not_ready(handle, "sha256", broken)
+        # (/health/ready's detector.sha256_ok speaks of the card's .onnx only, which is intact here)
+        assert tflite.name in handle.logs()  # the log names the file (the answers do not: no server paths)
+    finally:
+        handle.stop()
+
+
 def test_detector_optional_opts_in_to_whole_images(server_factory: ServerFactory, tmp_path: Path) -> None:
     env = {"MASKLITE_DETECTOR_PATH": str(tmp_path / "absent.onnx"), "MASKLITE_DETECTOR_OPTIONAL": "true"}
     handle = server_factory.start(env)
