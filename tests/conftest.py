@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from tests.helpers.skips import SkipLog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
+READY_LINE = re.compile(r" INFO (\d+) masklite\.runtime \[-\] ready in ")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # ../shared beside the checkout (see ../shared/README.md): variable -> path inside it
@@ -247,6 +249,18 @@ class ServerHandle:
         body = last.text if last is not None else "no answer"
         raise AssertionError(f"{path} not 200 after {timeout:.0f} s ({body}):\n{self.logs()[-4000:]}")
 
+    def ready_pids(self) -> set[str]:
+        """The processes that logged "ready in" (`<date> <time> INFO <pid> masklite.runtime [-] ready in`)."""
+        return set(READY_LINE.findall(self.logs()))
+
+    def wait_for_workers(self, n: int, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Until `n` worker processes say they are ready: /health/ready answers for one of them only."""
+        deadline = time.monotonic() + timeout
+        while len(self.ready_pids()) < n:
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.ready_pids())} of {n} workers ready:\n{self.logs()[-4000:]}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.alive():
             self.proc.terminate()
@@ -295,6 +309,9 @@ class ServerFactory:
         if wait:
             try:
                 handle.wait_for(wait)
+                workers = int(full_env["MASKLITE_WORKERS"])
+                if wait == "/health/ready" and workers > 1:  # each uvicorn worker gets ready on its own
+                    handle.wait_for_workers(workers)
             except AssertionError:
                 handle.stop()
                 raise

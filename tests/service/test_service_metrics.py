@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import io
+import re
+import time
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from tests.conftest import ServerFactory
 from tests.helpers.http import metric_value
+
+# a served predict's access-log line: `<date> <time> INFO <pid> masklite.access [<id>] POST /v1/predict 200`
+PREDICT_200 = re.compile(r" INFO (\d+) masklite\.access \[\w+\] POST /v1/predict 200 ")
 
 
 def _jpeg() -> bytes:
@@ -80,3 +86,32 @@ def test_openapi_documents_the_envelope(live_server: str) -> None:
         )
     assert "HTTPValidationError" not in str(spec)
     assert httpx.get(f"{live_server}/docs").status_code == 200
+
+
+def test_metrics_are_summed_over_the_workers(server_factory: ServerFactory) -> None:
+    """MASKLITE_WORKERS=2: whichever process answers /metrics, it counts every process's requests (the
+    multiprocess files). The access log says which process served each request; both must have served."""
+    handle = server_factory.start({"MASKLITE_WORKERS": "2"})
+    try:
+        data = _jpeg()
+        req = "masklite_http_requests_total"
+        served = 0
+        with httpx.Client(base_url=handle.url, timeout=60) as c:
+            before = metric_value(c.get("/metrics").text, req, route="/v1/predict", status="200")
+            # new connections, so the kernel spreads them over both processes; until both served some
+            while len(set(PREDICT_200.findall(handle.logs()))) < 2 and served < 200:
+                with httpx.Client(base_url=handle.url, timeout=60) as one:
+                    r = one.post("/v1/predict", files={"file": ("a.jpg", data, "image/jpeg")})
+                    assert r.status_code == 200, r.text
+                    served += 1
+            pids = set(PREDICT_200.findall(handle.logs()))
+            assert len(pids) == 2, f"one process served all {served} requests: {pids}"
+            # every request logged (and so counted: the same middleware does both, after the response)
+            deadline = time.monotonic() + 10
+            while len(PREDICT_200.findall(handle.logs())) < served and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for _ in range(6):  # several scrapes: answered by either process, always the sum
+                got = metric_value(c.get("/metrics").text, req, route="/v1/predict", status="200")
+                assert got == before + served, (got, before, served)
+    finally:
+        handle.stop()
