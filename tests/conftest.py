@@ -281,7 +281,7 @@ class ServerFactory:
     def start(self, env: dict[str, str] | None = None, wait: str | None = "/health/ready") -> ServerHandle:
         """Start a server; `env` overrides MASKLITE_* defaults. wait=None returns at once. The process
         environment it starts from holds no server setting from the shell (scrub_environ, at import)."""
-        port = free_port()
+        port = int((env or {}).get("MASKLITE_PORT") or free_port())  # a given port: a server back on it
         full_env = dict(os.environ)
         scrub_environ(full_env)  # again: a test may have exported one with monkeypatch
         full_env.update(
