@@ -349,6 +349,44 @@ def client(live_server: str) -> Iterator[httpx.Client]:
         yield c
 
 
+# ---------------------------------------------------------------- the `slow` marker
+
+# What `make test-fast` leaves out besides Docker and the browser: whole modules, or single tests, that run
+# for several seconds each (their own servers, job processes, TensorFlow). Seconds: the module's total in a
+# suite run on the shared 2-core machine (loaded, so upper bounds); a test module may also mark itself.
+SLOW: dict[str, str] = {
+    "tests/training/test_pipeline.py": "TensorFlow: one-epoch training, export, Keras parity (80 s)",
+    "tests/training/test_micro.py": "TFLM arena measurement (45 s)",
+    "tests/training/test_accuracy_gate.py": "cross-source sets through detector + model (26 s)",
+    "tests/training/test_sources.py": "YuNet over every cross-source image (12-28 s)",
+    "tests/bench/test_ci.py": "a benchmark job on a live server (30-50 s)",
+    "tests/service/test_jobqueue.py": "job processes on SQLite and Redis, leases (210 s)",
+    "tests/service/test_jobs.py": "robustness jobs on their own servers (120 s)",
+    "tests/service/test_benchmark_job.py": "benchmark jobs (38 s)",
+    "tests/service/test_jobkinds.py": "fresh interpreters checking imports (27 s)",
+    "tests/service/test_check.py": "`python -m service check` runs (28 s)",
+    "tests/service/test_service_health.py": "one server per broken models folder (26 s)",
+    "tests/service/test_service_decision.py": "a server on a crafted card (14 s)",
+    "tests/service/test_detector_runtime.py": "a server per detector runtime (40 s)",
+    "tests/hardening/test_overload.py": "200 clients flood a server (41 s)",
+    "tests/hardening/test_fuzz.py": "schemathesis against a server (29 s)",
+    "tests/hardening/test_faults.py": "servers on corrupt models and a full disk (26 s)",
+    "tests/robustness/test_report.py": "robustness grids on the tiny models (25 s)",
+    "tests/robustness/test_cli.py": "CLI runs with a process pool (23 s)",
+    "tests/test_tools.py": "tools/ scripts, one runs pytest (44 s)",
+    "tests/service/test_service_metrics.py::test_metrics_are_summed_over_the_workers": "2 workers (17 s)",
+    "tests/test_suite_infra.py::test_missing_scenes_fail_under_ci_and_skip_locally": "2 pytest runs (8 s)",
+    "tests/test_suite_infra.py::test_an_unlisted_skip_fails_the_ci_session": "a pytest run (4 s)",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path in SLOW or item.nodeid.split("[", 1)[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 # ---------------------------------------------------------------- skips under CI
 
 _SKIPS = SkipLog()

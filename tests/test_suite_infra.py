@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TEST_VARIABLES, scrub_environ
+from tests.conftest import REPO_ROOT, SLOW, TEST_VARIABLES, scrub_environ
 from tests.helpers.skips import ALLOWLIST, SkipLog, load_allowlist, parse_allowlist
 
 
@@ -114,3 +114,12 @@ def test_test_modules_do_not_import_each_other() -> None:
                 if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
                     offenders.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
     assert not offenders, offenders
+
+
+def test_every_slow_entry_names_a_test() -> None:
+    """tests/conftest.py's SLOW table: a renamed module or test must not quietly drop out of it."""
+    for entry, why in SLOW.items():
+        path, _, func = entry.partition("::")
+        assert (REPO_ROOT / path).is_file(), entry
+        assert not func or f"def {func}(" in (REPO_ROOT / path).read_text(), entry
+        assert why, entry

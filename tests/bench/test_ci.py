@@ -49,7 +49,8 @@ def test_ci_client_end_to_end(
 
 def test_ci_client_reports_errors(tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
-    rc = ci.main(["--url", f"http://127.0.0.1:{free_port()}", "--history", str(history), "--timeout", "5"])
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens; and no wait for a quiet machine (180 s)
+    rc = ci.main(["--url", url, "--history", str(history), "--timeout", "5", "--quiet-wait", "0"])
     assert rc == 2
     record = json.loads(history.read_text())
     assert record["ok"] is False and "ConnectError" in record["error"]
