@@ -1,7 +1,7 @@
 """Benchmarks: `python -m bench` (in-process + HTTP + load), the load generator, the CI client.
 
 images.py     the standard image set (scenes + a 640x480 target JPEG cut from one)
-runner.py     in-process classifier/pipeline/scenes benchmark -> JSON-able dict
+inprocess.py  in-process classifier/pipeline/scenes benchmark -> JSON-able dict
 httpbench.py  in-process vs HTTP round trip on the same image
 loadgen.py    bounded, loopback-only concurrent /v1/predict clients
 server.py     start a real `python -m service` on a free port

@@ -27,10 +27,10 @@ from bench import stats
 from bench.detectors import compare_detectors, format_detectors
 from bench.httpbench import http_vs_inprocess
 from bench.images import load_files, load_scenes, make_target_image, scenes_dir
+from bench.inprocess import BenchConfig, run_benchmark
 from bench.loadgen import sweep
 from bench.phone import format_phone, phone_costs
 from bench.report import format_result, save_chart
-from bench.runner import BenchConfig, run_benchmark
 from bench.sections import SectionOptions
 from bench.server import start_server
 from bench.stage_timing import format_costs, stage_costs

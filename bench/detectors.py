@@ -21,18 +21,18 @@ from tqdm import tqdm
 
 from bench import stats
 from bench.images import BenchImage, make_target_image
-from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
+from bench.inprocess import SceneScore, detector_or_problem, load_classifiers, run_pipeline_once
 from bench.sections import SectionOptions, run_section_cli, start_section
 from masklite.card import ModelCard
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector, match_boxes
+from masklite.faces import YuNet, match_boxes
 from masklite.image import decode_image
 
 BASELINE = "opencv"
 SAME_FACE_IOU = 0.5  # a face both paths found, for the label comparison
 
 
-def detect_cpu_ms(detectors: dict[str, FaceDetector], rgb: np.ndarray, runs: int) -> dict[str, dict]:
+def detect_cpu_ms(detectors: dict[str, YuNet], rgb: np.ndarray, runs: int) -> dict[str, dict]:
     """Thread CPU ms of detect() per detector, interleaved run by run."""
     for det in detectors.values():
         det.detect(rgb)
@@ -49,8 +49,8 @@ def compare_on_scenes(
     scenes: list[BenchImage],
     card: ModelCard,
     classifier: Classifier,
-    baseline: FaceDetector,
-    candidate: FaceDetector,
+    baseline: YuNet,
+    candidate: YuNet,
 ) -> dict[str, Any]:
     scores = {"baseline": SceneScore(), "candidate": SceneScore()}
     base_faces = iou90 = both = same_label = 0
@@ -92,9 +92,9 @@ def compare_detectors(options: SectionOptions) -> dict[str, Any]:
         for rt in card.detector.runtime_files
         if rt != runtime and (rt != "onnxruntime" or importlib.util.find_spec("onnxruntime"))
     ]
-    detectors: dict[str, FaceDetector] = {}
+    detectors: dict[str, YuNet] = {}
     for name in names:
-        det, problem = load_detector(card, options.detector_path, name, models_dir)
+        det, problem = detector_or_problem(card, options.detector_path, name, models_dir)
         if det is None:
             return {"error": f"{name} detector unavailable: {problem}"}
         detectors[name] = det

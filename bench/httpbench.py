@@ -1,7 +1,7 @@
 """In-process pipeline vs the HTTP round trip of /v1/predict for the same image, on loopback.
 
 In-process uses the service's own settings for one request: a 1-thread LiteRT interpreter and YuNet,
-masklite.pipeline.infer_bytes. HTTP posts the same bytes as multipart, one request at a time, and also
+masklite.pipeline.predict_image. HTTP posts the same bytes as multipart, one request at a time, and also
 reads the server's own `timings_ms.total` (what the server spent, without the client and the socket).
 The two alternate request by request, so a burst of background load hits both alike.
 """
@@ -16,8 +16,8 @@ import httpx
 
 from bench import stats
 from bench.images import BenchImage
+from bench.inprocess import STAGES, Progress, detector_or_problem, load_classifiers, run_pipeline_once
 from bench.loadgen import check_loopback
-from bench.runner import STAGES, Progress, load_classifiers, load_detector, run_pipeline_once
 from masklite.card import load_card
 
 
@@ -44,7 +44,7 @@ def measure_pair(
     """In-process and HTTP runs alternated one by one, so both see the same background load."""
     card = load_card(models_dir)
     classifier = load_classifiers(card, models_dir, [precision])[precision]
-    detector, _ = load_detector(card, detector_path)
+    detector, _ = detector_or_problem(card, detector_path)
     rows, round_trip, server_total, faces = [], [], [], 0
     for i in range(warmup + runs):
         timings, _found = run_pipeline_once(image, card, classifier, detector, precision=precision)

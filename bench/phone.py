@@ -2,7 +2,7 @@
 
     python -m bench.phone [--runs 15] [--scene-limit N] [--json out.json]
 
-Server-side cost in-process (masklite.pipeline.infer_bytes, the service's path: reduced-size JPEG decode,
+Server-side cost in-process (masklite.pipeline.predict_image, the service's path: reduced-size JPEG decode,
 detector, classifier), thread CPU ms, the two sizes interleaved. Then, on every scene upscaled to 12 MP:
 are the boxes (IoU >= 0.9) and labels the same with the reduced-size decode as with the full decode of
 the same file (what the reduction changes), and as on the scene itself (information: the detector also
@@ -24,10 +24,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import stats
-from bench.runner import load_classifiers, load_detector
+from bench.inprocess import detector_or_problem, load_classifiers
 from bench.sections import SectionOptions, run_section_cli, start_section
 from masklite.faces import match_boxes
-from masklite.pipeline import infer_bytes
+from masklite.pipeline import Models, PredictOptions, predict_image
 
 PHONE_PIXELS = 12_000_000
 REFERENCE_SIDE = 1024
@@ -63,7 +63,7 @@ def same_faces(reference: list, other: list, scale: float = 1.0, min_iou: float 
 def phone_costs(options: SectionOptions) -> dict[str, Any]:
     section = start_section(options)
     card, scenes, models_dir = section.card, section.scenes, options.models_dir
-    detector, problem = load_detector(card, options.detector_path, None, models_dir)
+    detector, problem = detector_or_problem(card, options.detector_path, None, models_dir)
     if detector is None:
         return {"error": f"no detector: {problem}"}
     if not scenes:
@@ -71,7 +71,9 @@ def phone_costs(options: SectionOptions) -> dict[str, Any]:
     classifier = load_classifiers(card, models_dir, ["int8"])["int8"]
 
     def run(data: bytes, reduce: bool = True) -> Any:
-        return infer_bytes(data, card, classifier, detector, reduce=reduce, precision="int8")
+        return predict_image(
+            data, Models(card, classifier, detector), PredictOptions(model="int8", reduce=reduce)
+        )
 
     scene = scenes[0]
     photos = {
@@ -96,15 +98,15 @@ def phone_costs(options: SectionOptions) -> dict[str, Any]:
         lanczos = resized_jpeg(s.data, pixels=PHONE_PIXELS, resample=Image.Resampling.LANCZOS)
         reduced, full, scene_res = run(data), run(data, reduce=False), run(s.data)
         faces = {
-            "full": (full.prediction.faces, reduced.prediction.faces, 1.0, 0.9),
+            "full": (full.faces, reduced.faces, 1.0, 0.9),
             "scene": (
-                scene_res.prediction.faces,
-                reduced.prediction.faces,
+                scene_res.faces,
+                reduced.faces,
                 reduced.width / scene_res.width,
                 0.9,
             ),
-            "floor": (full.prediction.faces, run(lanczos, reduce=False).prediction.faces, 1.0, 0.9),
-            "label": (full.prediction.faces, reduced.prediction.faces, 1.0, 0.5),  # same face, same label
+            "floor": (full.faces, run(lanczos, reduce=False).faces, 1.0, 0.9),
+            "label": (full.faces, reduced.faces, 1.0, 0.5),  # same face, same label
         }
         for key, (base, other, scale, min_iou) in faces.items():
             k, n = same_faces(base, other, scale, min_iou)

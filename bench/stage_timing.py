@@ -4,7 +4,7 @@
 
 One request on one core (1 thread per network: classifier on LiteRT; detector on LiteRT, onnxruntime or
 OpenCV), for each detector input size (the service's detect_size) and each model: process CPU time of the
-whole pipeline (masklite.pipeline.infer_bytes with that detect_size), of its decode and of its detector
+whole pipeline (masklite.pipeline.predict_image with that detect_size), of its decode and of its detector
 call, each timed by calling the masklite function the pipeline calls; classify is the rest (crop,
 preprocess, classify, label). Plus the scenes face recall at that size. CPU time is not inflated by
 preemption, but a busy machine still slows caches and memory: the output says "noisy" when it was.
@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from bench import stats
 from bench.images import make_target_image
-from bench.runner import SceneScore, load_classifiers, load_detector, run_pipeline_once
+from bench.inprocess import SceneScore, detector_or_problem, load_classifiers, run_pipeline_once
 from bench.sections import SectionOptions, run_section_cli, start_section
-from masklite.faces import DETECT_MAX_SIDE, DETECTOR_RUNTIMES
+from masklite.faces import DETECT_MAX_SIDE, ENGINES
 from masklite.image import DEFAULT_MAX_PIXELS, decode_image_reduced
-from masklite.pipeline import draft_side, infer_bytes
+from masklite.pipeline import Models, PredictOptions, draft_side, predict_image
 
 T = TypeVar("T")
 WARMUP = 3
@@ -51,7 +51,7 @@ def stage_costs(
 ) -> dict[str, Any]:
     section = start_section(options)
     card, runs = section.card, options.runs
-    detector, problem = load_detector(card, options.detector_path, runtime, options.models_dir)
+    detector, problem = detector_or_problem(card, options.detector_path, runtime, options.models_dir)
     if detector is None:
         return {"error": f"no detector: {problem}"}
     target = make_target_image(section.scenes)
@@ -70,7 +70,7 @@ def stage_costs(
         detect: list[float] = []
         pipeline: dict[str, list[float]] = {p: [] for p in classifiers}
         found = 0
-        min_side = draft_side(detector, side)  # the size infer_bytes decodes at for this detect size
+        min_side = draft_side(detector, side)  # the size predict_image decodes at for this detect size
         for i in range(runs + WARMUP):
             d_ms, (rgb, _) = _cpu(
                 lambda min_side=min_side: decode_image_reduced(target.data, DEFAULT_MAX_PIXELS, min_side)
@@ -78,11 +78,11 @@ def stage_costs(
             t_ms, _ = _cpu(lambda rgb=rgb, side=side: detector.detect(rgb, max_side=side))
             for p, clf in classifiers.items():
                 p_ms, res = _cpu(
-                    lambda clf=clf, p=p, side=side: infer_bytes(
-                        target.data, card, clf, detector, detect_size=side, precision=p
+                    lambda clf=clf, p=p, side=side: predict_image(
+                        target.data, Models(card, clf, detector), PredictOptions(model=p, detect_size=side)
                     )
                 )
-                found = len(res.prediction.faces)
+                found = len(res.faces)
                 if i >= WARMUP:
                     pipeline[p].append(p_ms)
             if i >= WARMUP:
@@ -140,7 +140,7 @@ def format_costs(costs: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     def own_arguments(ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--sides", default="320,480,640", help="YuNet input sizes to try")
-        runtimes = sorted(DETECTOR_RUNTIMES)
+        runtimes = sorted(ENGINES)
         ap.add_argument("--runtime", choices=runtimes, default=None, help="default: the card's")
 
     def measure(options: SectionOptions, args: argparse.Namespace) -> dict[str, Any]:

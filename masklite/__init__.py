@@ -3,10 +3,12 @@
 One definition of each thing:
     card.py        the model card (labels, preprocessing, files, metrics) and its sha256 checks
     image.py       bytes -> RGB uint8 array (EXIF, grey, RGBA, palette, 16-bit; bomb check before decode)
-    faces.py       the YuNet face detector (LiteRT / onnxruntime / OpenCV, our box decoding) and the face crop
+    faces.py       YuNet, the one face detector, over an engine (LiteRT / onnxruntime / OpenCV);
+                   load_detector, the one loader; the face crop
     classifier.py  crop -> model input exactly as the card says (`preprocess`), and a LiteRT interpreter
                    around one .tflite file (float32, int8, micro)
-    pipeline.py    image bytes -> faces -> labels: the whole inference path in two short functions
+    pipeline.py    image bytes or a frame -> faces -> labels (predict_image, predict_frame), with one
+                   PredictOptions in and one ImageResult out
 """
 
 import importlib.util

@@ -1,11 +1,13 @@
 """Face detection and the face crop that training and serving share: find the faces, cut them out.
 
-YuNet runs on OpenCV (`FaceDetector`, the baseline) or, with our own decoding below, on LiteRT at the
-image's own aspect ratio (`YuNetDetector`, the service's default; a graph cut before the heads' fixed
-reshapes) or onnxruntime (optional).
+`YuNet` is the one detector: the scaling, the close-up retry and the mapping back to image pixels, over an
+engine that runs the network (`ENGINES`, the one registry): LiteRT (the service's default, at the image's
+own aspect ratio: a graph cut before the heads' fixed reshapes), onnxruntime (optional), or OpenCV's
+FaceDetectorYN on the upstream `.onnx` (the baseline). `load_detector` is the one way to get one from the
+card: resolve the file, check its sha256, pick the runtime's file, build.
 
-The decoding copies OpenCV's FaceDetectorYN (modules/objdetect/src/face_detect.cpp) so the scores, and the
-card's score/NMS thresholds, mean the same on every path:
+The LiteRT / onnxruntime decoding copies OpenCV's FaceDetectorYN (modules/objdetect/src/face_detect.cpp) so
+the scores, and the card's score/NMS thresholds, mean the same on every engine:
   - input: BGR float, raw 0..255, zero-padded at the bottom/right to a multiple of 32;
   - per stride s in (8, 16, 32), anchor (row r, col c): score = sqrt(clip(cls) * clip(obj)),
     centre = ((c, r) + (dx, dy)) * s, size = exp(dw, dh) * s, landmark k = ((c, r) + (kx, ky)) * s;
@@ -20,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -50,81 +52,7 @@ class Detection:
     landmarks: Landmarks = ()  # five (x, y) points in original-image pixels, LANDMARK_NAMES order
 
 
-class FaceDetector:
-    """YuNet through OpenCV's FaceDetectorYN: the baseline path. Not thread-safe: one instance per thread.
-
-    Subclasses swap how the network runs (`_load`, `_rows`); the scaling, the close-up retry and the
-    mapping back to image pixels are shared, so every runtime returns faces the same way.
-    """
-
-    runtime = "opencv"
-
-    def __init__(
-        self,
-        model_path: Path | str,
-        score_threshold: float = DETECTOR_SCORE_THRESHOLD,
-        nms_threshold: float = DETECTOR_NMS_THRESHOLD,
-        max_side: int = DETECT_MAX_SIDE,
-        num_threads: int = 1,
-    ):
-        self.model_path = str(model_path)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_side = max_side
-        self.num_threads = num_threads  # LiteRT / onnxruntime; OpenCV's pool is process-wide (setNumThreads)
-        self._load()
-
-    def _load(self) -> None:
-        self._net = cv2.FaceDetectorYN.create(
-            self.model_path, "", (320, 320), self.score_threshold, self.nms_threshold
-        )
-
-    def _rows(self, rgb: np.ndarray) -> np.ndarray | None:
-        """(N, 15) rows as FaceDetectorYN.detect gives them (x, y, w, h, 5 landmarks, score), or None."""
-        self._net.setInputSize((rgb.shape[1], rgb.shape[0]))
-        _, rows = self._net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        return rows
-
-    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Detection]:
-        """Faces in an RGB image, best first; retries with a border when nothing is found.
-
-        `max_side`: the detector input's longer side (default: this detector's); images are only ever
-        shrunk to it, never enlarged.
-        """
-        side = max_side or self.max_side
-        faces = self._detect_scaled(rgb, 0.0, side)
-        if not faces:
-            faces = self._detect_scaled(rgb, CLOSEUP_PAD, side)
-        faces = [f for f in faces if min(f.box[2], f.box[3]) >= min_face]
-        return sorted(faces, key=lambda f: f.score, reverse=True)
-
-    def _detect_scaled(self, rgb: np.ndarray, pad: float, max_side: int) -> list[Detection]:
-        height, width = rgb.shape[:2]
-        px, py = int(round(width * pad)), int(round(height * pad))
-        if pad:
-            rgb = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
-        scale = min(1.0, max_side / max(rgb.shape[:2]))
-        if scale < 1.0:
-            # explicit size, at least 1 px: a 5000x1 strip would otherwise round to an empty image
-            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        rows = self._rows(rgb)
-        if rows is None:
-            return []
-        faces = []
-        for row in rows:
-            x, y, w, h = (float(v) / scale for v in row[:4])
-            x, y = x - px, y - py
-            box = _clip_box(x, y, w, h, width, height)
-            if box is not None:
-                points = tuple(
-                    (float(row[4 + 2 * k]) / scale - px, float(row[5 + 2 * k]) / scale - py) for k in range(5)
-                )
-                faces.append(Detection(box=box, score=float(row[-1]), landmarks=points))
-        return faces
-
-
-# --- YuNet decoding and runtimes (LiteRT, onnxruntime) -------------------------------------------------
+# --- the engines: what runs the network -------------------------------------------------------------
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32
@@ -186,40 +114,6 @@ def decode(
     return np.concatenate(rows)
 
 
-def nms(
-    boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_threshold: float, top_k: int = TOP_K
-) -> np.ndarray:
-    """cv2.dnn.NMSBoxes for integer rectangles: indices kept, best first.
-
-    `boxes` are (N, 4) x, y, w, h; like OpenCV's Rect2i they are truncated toward zero first.
-    """
-    keep_mask = scores > score_threshold
-    order = np.flatnonzero(keep_mask)
-    order = order[np.argsort(-scores[order], kind="stable")][:top_k] if top_k > 0 else order
-    if order.size == 0:
-        return order
-    b = np.trunc(boxes[order]).astype(np.int64)
-    x0, y0, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    x1, y1 = x0 + w, y0 + h
-    area = np.maximum(w, 0) * np.maximum(h, 0)
-    kept: list[int] = []
-    alive = np.ones(order.size, dtype=bool)
-    for i in range(order.size):
-        if not alive[i]:
-            continue
-        kept.append(i)
-        rest = np.flatnonzero(alive[i + 1 :]) + i + 1
-        if rest.size == 0:
-            break
-        iw = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
-        ih = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
-        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0)
-        union = area[i] + area[rest] - inter
-        overlap = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-        alive[rest[overlap > nms_threshold]] = False
-    return order[np.asarray(kept, dtype=np.int64)]
-
-
 def postprocess(
     outputs: Mapping[str, np.ndarray],
     pad_width: int,
@@ -232,10 +126,51 @@ def postprocess(
     rows = decode(outputs, pad_width, pad_height, score_threshold)
     if len(rows) <= 1:  # OpenCV skips NMS for a single candidate as well
         return rows
-    return rows[nms(rows[:, :4], rows[:, 14], score_threshold, nms_threshold, top_k)]
+    # OpenCV's own NMS on the int-truncated boxes FaceDetectorYN uses (Rect2i): the same survivors in the
+    # same order (tests/masklite/test_yunet.py checks every box on the real scenes)
+    boxes = np.trunc(rows[:, :4]).astype(np.int32).tolist()
+    keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14].tolist(), score_threshold, nms_threshold, top_k=top_k)
+    return rows[np.asarray(keep, dtype=np.int64).reshape(-1)]
 
 
-class OnnxYuNet:
+class Engine(Protocol):
+    """Runs YuNet on an RGB image: (N, 15) rows (x, y, w, h, 5 landmarks, score) in the image's pixels,
+    after the score threshold and NMS. Not thread-safe: one engine (one YuNet) per thread."""
+
+    def __init__(self, model_path: Path | str, num_threads: int = 1) -> None: ...
+
+    def rows(self, rgb: np.ndarray, score_threshold: float, nms_threshold: float) -> np.ndarray: ...
+
+
+class OpenCvEngine:
+    """OpenCV's FaceDetectorYN on the upstream `.onnx`: its own decoding and NMS (the baseline).
+    OpenCV's thread pool is process-wide (cv2.setNumThreads), so `num_threads` is not used."""
+
+    def __init__(self, model_path: Path | str, num_threads: int = 1):
+        self._net = cv2.FaceDetectorYN.create(
+            str(model_path), "", (320, 320), DETECTOR_SCORE_THRESHOLD, DETECTOR_NMS_THRESHOLD
+        )
+
+    def rows(self, rgb: np.ndarray, score_threshold: float, nms_threshold: float) -> np.ndarray:
+        self._net.setScoreThreshold(score_threshold)
+        self._net.setNMSThreshold(nms_threshold)
+        self._net.setInputSize((rgb.shape[1], rgb.shape[0]))
+        _, rows = self._net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        return rows if rows is not None else np.zeros((0, ROW_WIDTH), np.float32)
+
+
+class _HeadMapsEngine:
+    """An engine that gives YuNet's twelve head maps (`__call__`); our decoding + NMS make the rows."""
+
+    def __call__(self, rgb: np.ndarray) -> tuple[dict[str, np.ndarray], int, int]:
+        raise NotImplementedError
+
+    def rows(self, rgb: np.ndarray, score_threshold: float, nms_threshold: float) -> np.ndarray:
+        outputs, pad_w, pad_h = self(rgb)
+        return postprocess(outputs, pad_w, pad_h, score_threshold, nms_threshold)
+
+
+class OnnxEngine(_HeadMapsEngine):
     """The YuNet graph in onnxruntime, 1 intra-op thread, any input size (a graph with symbolic H x W).
 
     Not thread-safe in the service's sense: one instance per inference thread, like the classifiers.
@@ -271,7 +206,7 @@ class OnnxYuNet:
         return dict(zip(self._names, outs, strict=True)), pad_w, pad_h
 
 
-class LiteRtYuNet:
+class LiteRtEngine(_HeadMapsEngine):
     """The YuNet graph in LiteRT (XNNPACK), any input size: the heads' conv maps are the outputs
     (tools/convert_yunet.py tflite), so `resize_tensor_input` works. One interpreter per padded size, the
     last LITERT_SIZES_KEPT kept. Not thread-safe: one instance per inference thread."""
@@ -329,47 +264,140 @@ def _head_outputs(interpreter: Any) -> list[dict]:
     return [details[f"output_{k}"] for k in range(len(HEAD_NAMES))]
 
 
-# runtime name -> the engine that runs the network (`masklite.faces` picks by the card's detector.runtime)
-ENGINES: dict[str, type] = {"litert": LiteRtYuNet, "onnxruntime": OnnxYuNet}
+# the one registry: runtime name (the card's detector.runtime, MASKLITE_DETECTOR_RUNTIME) -> its engine
+ENGINES: dict[str, type[Engine]] = {"litert": LiteRtEngine, "onnxruntime": OnnxEngine, "opencv": OpenCvEngine}
 
 
-class YuNetDetector(FaceDetector):
-    """The same YuNet network in LiteRT at the image's own aspect ratio (one .tflite for every input size),
-    with our numpy decoding and NMS (above: OpenCV's post-processing, so the same scores)."""
-
-    runtime = "litert"
-
-    def _load(self) -> None:
-        self._net = ENGINES[self.runtime](self.model_path, num_threads=self.num_threads)
-
-    def _rows(self, rgb: np.ndarray) -> np.ndarray | None:
-        outputs, pad_w, pad_h = self._net(rgb)
-        rows = postprocess(outputs, pad_w, pad_h, self.score_threshold, self.nms_threshold)
-        return rows if len(rows) else None
+# --- the detector ------------------------------------------------------------------------------------
 
 
-class OnnxYuNetDetector(YuNetDetector):
-    """YuNetDetector on onnxruntime (optional extra `onnx`), from the symbolic-size .onnx."""
+@dataclass(frozen=True)
+class DetectorFiles:
+    """Where a loaded detector came from: the card's `.onnx` (or the one given), and what the runtime runs."""
 
-    runtime = "onnxruntime"
+    source: Path  # the upstream .onnx (explicit path, $MASKLITE_DETECTOR_PATH or the card's file)
+    model: Path  # the file the engine loads (source itself for OpenCV, else the card's derived file)
+    sha256_ok: bool | None  # source against the card's sha256; None when the card has none
 
 
-def resolve_detector_file(
-    spec: DetectorSpec, runtime: str, models_dir: Path, explicit: Path | str | None = None
-) -> Path:
-    """The YuNet file a runtime loads.
+class YuNet:
+    """The YuNet face detector over one engine. Not thread-safe: one instance per thread (`for_thread`)."""
 
-    opencv: the `.onnx` (explicit path, $MASKLITE_DETECTOR_PATH, else the card's file in models_dir).
-    litert / onnxruntime: the card's file derived from that `.onnx` for the runtime (`runtime_files`), in
-    models_dir (else the shipped models/), checked against its sha256. A `.onnx` that is not the card's
-    (another sha256) has no derived file: it is returned as it is.
+    def __init__(
+        self,
+        model_path: Path | str,
+        runtime: str = "litert",
+        score_threshold: float = DETECTOR_SCORE_THRESHOLD,
+        nms_threshold: float = DETECTOR_NMS_THRESHOLD,
+        max_side: int = DETECT_MAX_SIDE,
+        num_threads: int = 1,
+        files: DetectorFiles | None = None,
+    ):
+        if runtime not in ENGINES:
+            raise ValueError(f"unknown detector runtime {runtime!r}; known: {sorted(ENGINES)}")
+        self.model_path, self.runtime = Path(model_path), runtime
+        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self.max_side, self.num_threads = max_side, num_threads
+        self.files = files
+        self.engine: Engine = ENGINES[runtime](model_path, num_threads=num_threads)
+
+    def for_thread(self, num_threads: int = 1) -> YuNet:
+        """Another instance of this detector (same file, runtime and settings) for another thread."""
+        return YuNet(
+            self.model_path,
+            self.runtime,
+            self.score_threshold,
+            self.nms_threshold,
+            self.max_side,
+            num_threads,
+            self.files,
+        )
+
+    def detect(self, rgb: np.ndarray, min_face: int = 0, max_side: int | None = None) -> list[Detection]:
+        """Faces in an RGB image, best first; retries with a border when nothing is found.
+
+        `max_side`: the detector input's longer side (default: this detector's); images are only ever
+        shrunk to it, never enlarged.
+        """
+        side = max_side or self.max_side
+        faces = self._detect_scaled(rgb, 0.0, side)
+        if not faces:
+            faces = self._detect_scaled(rgb, CLOSEUP_PAD, side)
+        faces = [f for f in faces if min(f.box[2], f.box[3]) >= min_face]
+        return sorted(faces, key=lambda f: f.score, reverse=True)
+
+    def _detect_scaled(self, rgb: np.ndarray, pad: float, max_side: int) -> list[Detection]:
+        height, width = rgb.shape[:2]
+        px, py = int(round(width * pad)), int(round(height * pad))
+        if pad:
+            rgb = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
+        scale = min(1.0, max_side / max(rgb.shape[:2]))
+        if scale < 1.0:
+            # explicit size, at least 1 px: a 5000x1 strip would otherwise round to an empty image
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        faces = []
+        for row in self.engine.rows(rgb, self.score_threshold, self.nms_threshold):
+            x, y, w, h = (float(v) / scale for v in row[:4])
+            x, y = x - px, y - py
+            box = _clip_box(x, y, w, h, width, height)
+            if box is not None:
+                points = tuple(
+                    (float(row[4 + 2 * k]) / scale - px, float(row[5 + 2 * k]) / scale - py) for k in range(5)
+                )
+                faces.append(Detection(box=box, score=float(row[-1]), landmarks=points))
+        return faces
+
+
+def load_detector(
+    spec: DetectorSpec,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+    *,
+    runtime: str | None = None,
+    path: Path | str | None = None,
+    score_threshold: float | None = None,
+    max_side: int = DETECT_MAX_SIDE,
+    num_threads: int = 1,
+    accept_other: bool = False,
+) -> YuNet:
+    """The card's detector, as every caller loads it (service, check, benchmarks, training).
+
+    1. the `.onnx`: `path`, else $MASKLITE_DETECTOR_PATH, else the card's file in models_dir (else models/);
+    2. its sha256 against the card: a mismatch raises ChecksumError, unless `accept_other`, which runs that
+       file as it is on OpenCV (the only engine that takes any `.onnx`);
+    3. the runtime's file (`runtime`, default the card's): litert / onnxruntime load the file the card
+       derives from that `.onnx` for them (`runtime_files`, in models_dir else models/, sha256-checked);
+    4. the YuNet over that engine, with the card's thresholds (`score_threshold` overrides the card's).
     """
-    upstream = resolve_detector_path(explicit, models_dir, spec.file)
+    runtime = runtime or spec.runtime
+    source = resolve_detector_path(path, models_dir, spec.file)
+    sha256_ok = None
+    if spec.sha256:
+        actual = sha256_file(source)
+        sha256_ok = actual == spec.sha256
+        if not sha256_ok and not accept_other:
+            raise ChecksumError(
+                f"{source.name}: sha256 {actual[:12]}… does not match the card ({spec.sha256[:12]}…)"
+            )
+        if not sha256_ok:
+            runtime = "opencv"
+    model = _runtime_file(spec, runtime, models_dir, source)
+    return YuNet(
+        model,
+        runtime,
+        spec.score_threshold if score_threshold is None else score_threshold,
+        spec.nms_threshold,
+        max_side,
+        num_threads,
+        DetectorFiles(source, model, sha256_ok),
+    )
+
+
+def _runtime_file(spec: DetectorSpec, runtime: str, models_dir: Path, source: Path) -> Path:
+    """The file a runtime loads: OpenCV takes the `.onnx`; the others the card's derived file for them."""
     derived = spec.runtime_files.get(runtime)
     if runtime == "opencv" or derived is None:
-        return upstream
-    if spec.sha256 and sha256_file(upstream) != spec.sha256:
-        return upstream
+        return source
     twin = next(
         (d / derived.file for d in (models_dir, DEFAULT_MODELS_DIR) if (d / derived.file).is_file()),
         models_dir / derived.file,
@@ -379,30 +407,6 @@ def resolve_detector_file(
     if sha256_file(twin) != derived.sha256:
         raise ChecksumError(f"{twin.name}: sha256 does not match the card's detector.runtime_files")
     return twin
-
-
-DETECTOR_RUNTIMES: dict[str, type[FaceDetector]] = {
-    "opencv": FaceDetector,
-    "litert": YuNetDetector,
-    "onnxruntime": OnnxYuNetDetector,
-}
-
-
-def make_detector(
-    runtime: str,
-    model_path: Path | str,
-    score_threshold: float = DETECTOR_SCORE_THRESHOLD,
-    nms_threshold: float = DETECTOR_NMS_THRESHOLD,
-    max_side: int = DETECT_MAX_SIDE,
-    num_threads: int = 1,
-) -> FaceDetector:
-    """A detector for one runtime name (the card's `detector.runtime`, or a setting)."""
-    try:
-        cls = DETECTOR_RUNTIMES[runtime]
-    except KeyError:
-        known = sorted(DETECTOR_RUNTIMES)
-        raise ValueError(f"unknown detector runtime {runtime!r}; known: {known}") from None
-    return cls(model_path, score_threshold, nms_threshold, max_side, num_threads)
 
 
 Box = tuple[int, int, int, int]

@@ -25,11 +25,8 @@ ENV_PEER_MODEL = "MASKLITE_PEER_MODEL"
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def env_path(name: str) -> Path | None:

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv="${UV:-.venv/bin/uv}"
-common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet --no-header)
+common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet --no-header -c requirements/constraints.txt)
 "$uv" pip compile pyproject.toml "${common[@]}" --all-extras -o requirements/dev.txt
 "$uv" pip compile pyproject.toml "${common[@]}" --extra scale -c requirements/dev.txt -o requirements/serve.txt
 "$uv" pip compile pyproject.toml "${common[@]}" --extra train -c requirements/dev.txt -o requirements/train.txt

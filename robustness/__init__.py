@@ -11,7 +11,7 @@ One concern per module; each imports only the ones above it in this list (and `m
     grid.py      run_grid: every layer x every perturbation, serially or in a process pool
     charts.py    the heatmaps (matplotlib, optional)
     outputs.py   grid.csv, ranking.csv, grid.json + the heatmaps
-    run.py       one grid from a spec and the card's model; `run_job`, the service's robustness job
+    evaluate.py  one grid from a spec and the card's model; `run_job`, the service's robustness job
     console.py   the progress bar and the summary the CLI prints
     report.py    reports/robustness.md
     cli.py       `python -m robustness run | layers | report`

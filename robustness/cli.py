@@ -8,8 +8,6 @@
 Examples:
     python -m robustness run --precision int8 --workers 2 --out work/robustness/int8
     python -m robustness run --precision float32 --layers 0,-1 --kinds noise --noise-sigmas 0.5
-
-The old name, `python -m masklite.robustness_cli`, is kept as an alias for one release.
 """
 
 from __future__ import annotations
@@ -24,10 +22,10 @@ from masklite.evalset import EvalSetError
 from masklite.paths import DEFAULT_MODELS_DIR, REPO_ROOT
 from robustness.console import print_summary, progress_bar
 from robustness.errors import RobustnessError
+from robustness.evaluate import evaluate_spec, load_model_for
 from robustness.outputs import write_outputs
 from robustness.perturb import KINDS
 from robustness.report import build_report
-from robustness.run import evaluate_spec, load_model_for
 from robustness.spec import GridSpec
 
 

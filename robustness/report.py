@@ -21,9 +21,9 @@ from masklite.card import load_card
 from masklite.paths import REPO_ROOT
 from robustness.console import print_summary, progress_bar
 from robustness.errors import RobustnessError
+from robustness.evaluate import evaluate_spec
 from robustness.grid import GridResult
 from robustness.outputs import write_outputs
-from robustness.run import evaluate_spec
 from robustness.spec import ORIGINAL_SCALARS, GridSpec
 
 TARGET_S = 600.0

@@ -19,12 +19,12 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from masklite.card import ModelCard, load_card, verify_detector_file, verify_model_file
+from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import make_detector, resolve_detector_file
 from masklite.image import decode_image
-from masklite.paths import DEFAULT_MODELS_DIR, resolve_detector_path
-from masklite.pipeline import predict_faces
+from masklite.paths import DEFAULT_MODELS_DIR
+from masklite.pipeline import Models, PredictOptions, predict_frame
+from service.runtime import load_served_detector
 from service.settings import Settings
 
 SAMPLE_IMAGE = DEFAULT_MODELS_DIR / "samples" / "astronaut_pair.jpg"
@@ -77,22 +77,15 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
             r.line("ok", f"model {precision}", f"{entry.file}, sha256 {entry.sha256[:12]}… matches the card, "
                    f"loads in {ms:.0f} ms")  # fmt: skip
         spec = card.detector
-        det_path, _ = r.step(
-            "detector", lambda: resolve_detector_path(settings.detector_path, settings.models_dir, spec.file)
-        )
-        r.step("detector", lambda: verify_detector_file(card, det_path))
-        # the runtime the service uses, from the file derived for it (sha256-checked against the card)
-        runtime = settings.detector_runtime or spec.runtime
-        run_path, _ = r.step(
-            "detector", lambda: resolve_detector_file(spec, runtime, settings.models_dir, det_path)
-        )
-        detector, ms = r.step(
-            "detector",
-            lambda: make_detector(
-                runtime, run_path, spec.score_threshold, spec.nms_threshold, settings.detect_max_side
-            ),
-        )
-        sha = f"sha256 {spec.sha256[:12]}… matches the card" if spec.sha256 else "no sha256 in the card"
+        detector, ms = r.step("detector", lambda: load_served_detector(settings, spec))
+        files = detector.files
+        assert files is not None  # load_detector records them
+        det_path, runtime, run_path = files.source, detector.runtime, detector.model_path
+        sha = {
+            True: f"sha256 {spec.sha256 and spec.sha256[:12]}… matches the card",
+            False: "sha256 does NOT match the card (MASKLITE_DETECTOR_OPTIONAL: OpenCV runs it as it is)",
+            None: "no sha256 in the card",
+        }[files.sha256_ok]
         via = f"; {runtime} runs {run_path.name}" if run_path != det_path else f"; {runtime}"
         r.line("ok", "detector", f"{spec.name} {det_path}, {sha}{via}, loads in {ms:.0f} ms")
         cpus = _cpus()
@@ -117,7 +110,12 @@ def run_check(settings: Settings, image: Path = SAMPLE_IMAGE, out: Callable[[str
         r.line("ok", "detect", f"{len(faces)} faces in {ms:.1f} ms: " + ", ".join(
             f"[{', '.join(map(str, f.box))}] score {f.score:.2f}" for f in faces))  # fmt: skip
         for precision, clf in classifiers.items():
-            pred, ms = r.step(f"classify {precision}", lambda c=clf: predict_faces(rgb, card, c, detector))
+            pred, ms = r.step(
+                f"classify {precision}",
+                lambda c=clf, p=precision: predict_frame(
+                    rgb, Models(card, c, detector), PredictOptions(model=p)
+                ),
+            )
             labels = ", ".join(f"{f.label} ({f.mask_probability:.2f})" for f in pred.faces)
             r.line("ok", f"classify {precision}", f"{labels}; {pred.timings_ms['classify']:.1f} ms classify, "
                    f"{ms:.1f} ms detect+crop+classify")  # fmt: skip

@@ -30,7 +30,7 @@ from masklite.evalset import EvalSetError, EvalSetLimits, default_evalset_path, 
 from masklite.image import ImageError, decode_image
 from masklite.paths import ENV_DETECTOR_PATH, env_path
 from robustness.errors import RobustnessError
-from robustness.run import run_job as robustness_job
+from robustness.evaluate import run_job as robustness_job
 from robustness.spec import MAX_CELLS, GridSpec
 from robustness.surgery import TFLiteModel
 from service.bodies import Part, PartRule, read_job_body
@@ -41,7 +41,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:  # the benchmark code itself is imported by the job process only (run_benchmark_job)
     from bench.images import BenchImage
-    from bench.runner import Progress
+    from bench.inprocess import Progress
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -293,8 +293,8 @@ def run_benchmark_job(
     # httpx and rich) would add ~9 MB to every API worker
     from bench.httpbench import http_vs_inprocess
     from bench.images import BenchImage
+    from bench.inprocess import BenchConfig, run_benchmark
     from bench.report import format_result, save_chart
-    from bench.runner import BenchConfig, run_benchmark
     from bench.targets import checks_as_json, evaluate_targets, format_checks
 
     uploaded = [BenchImage(name[:100], data) for name, data in images[:MAX_UPLOADED_IMAGES]]

@@ -27,27 +27,23 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 from fastapi import Request
 
-from masklite.card import ChecksumError, ModelCard, load_card, read_model_file, verify_detector_file
+from masklite.card import ChecksumError, DetectorSpec, ModelCard, load_card, read_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector, make_detector, resolve_detector_file
-from masklite.paths import resolve_detector_path
-from masklite.pipeline import Prediction, infer_bytes, predict_faces
+from masklite.faces import YuNet, load_detector
+from masklite.pipeline import ImageResult, Models, PredictOptions, predict_frame, predict_image
 from service import telemetry
 from service.errors import ApiError
 from service.settings import Settings
 
 log = logging.getLogger("masklite.runtime")
-T = TypeVar("T")
 
 WARMUP_SHAPE = (480, 640, 3)
 
@@ -69,6 +65,13 @@ def tame_malloc() -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS))
     except (OSError, AttributeError):
         return False
+
+
+def load_served_detector(settings: Settings, spec: DetectorSpec) -> YuNet:
+    """The detector as the settings serve it (`python -m service check` loads it the same way)."""
+    options = {"runtime": settings.detector_runtime, "path": settings.detector_path}
+    options |= {"max_side": settings.detect_max_side, "accept_other": settings.detector_optional}
+    return load_detector(spec, settings.models_dir, **options)
 
 
 def redact_paths(text: str) -> str:
@@ -99,18 +102,9 @@ class DetectorState:
 
 
 @dataclass
-class InferenceResult:
-    width: int
-    height: int
-    prediction: Prediction
-    decode_ms: float
-    queue_ms: float
-
-
-@dataclass
 class _ThreadState:
     classifiers: dict[str, Classifier] = field(default_factory=dict)
-    detector: FaceDetector | None = None
+    detector: YuNet | None = None
 
 
 class Runtime:
@@ -129,6 +123,7 @@ class Runtime:
         self._inflight = 0
         self._solo: _ThreadState | None = None  # solo_threads interpreters, one request at a time
         self._solo_lock = threading.Lock()
+        self._detector: YuNet | None = None  # the loaded detector: each thread runs its own copy
 
     # ---------------------------------------------------------------- status
 
@@ -242,29 +237,16 @@ class Runtime:
 
     def _load_detector(self) -> None:
         """The card's detector (shipped in models/) or $MASKLITE_DETECTOR_PATH, sha256-checked against the
-        card. Missing, mismatched or unloadable: not ready, unless MASKLITE_DETECTOR_OPTIONAL opts in."""
+        card (masklite.faces.load_detector). Missing, mismatched or unloadable: not ready, unless
+        MASKLITE_DETECTOR_OPTIONAL opts in (then another .onnx than the card's runs as it is, on OpenCV)."""
         s, spec = self.settings, self.card.detector  # type: ignore[union-attr]
         self.detector.name = spec.name
         self.detector.file = s.detector_path.name if s.detector_path else spec.file
         try:
-            runtime = s.detector_runtime or spec.runtime
-            path = resolve_detector_path(s.detector_path, s.models_dir, spec.file)
-            self.detector.file = path.name
-            try:
-                verify_detector_file(self.card, path)  # type: ignore[arg-type]
-                self.detector.sha256_ok = True if spec.sha256 else None
-            except ChecksumError:
-                self.detector.sha256_ok = False
-                if not s.detector_optional:
-                    raise
-                log.warning("detector %s does not match the card's sha256; using it anyway (optional)", path)
-                runtime = "opencv"  # another .onnx than the card's: only OpenCV runs it as it is
-            # litert / onnxruntime load the file derived from the .onnx for them (sha256 from the card);
-            # `file` stays the card's detector (what the routes report), `runtime` says what runs it
-            path = resolve_detector_file(spec, runtime, s.models_dir, path)
-            self.detector.runtime = runtime
-            self._make_detector(path)
+            detector = load_served_detector(s, spec)
         except Exception as exc:  # noqa: BLE001 - reported by /health/ready, never a crash
+            if isinstance(exc, ChecksumError):
+                self.detector.sha256_ok = False
             message = f"{type(exc).__name__}: {exc}"
             self.detector.error = redact_paths(message)
             if s.detector_optional:
@@ -272,14 +254,17 @@ class Runtime:
             else:
                 log.error("face detector unavailable, NOT READY: %s", message)
             return
-        self.detector.path, self.detector.available = path, True
-
-    def _make_detector(self, path: Path, num_threads: int = 1) -> FaceDetector:
-        spec = self.card.detector  # type: ignore[union-attr]
-        side = self.settings.detect_max_side
-        return make_detector(
-            self.detector.runtime, path, spec.score_threshold, spec.nms_threshold, side, num_threads
-        )
+        files = detector.files
+        assert files is not None
+        if files.sha256_ok is False:
+            log.warning(
+                "detector %s does not match the card's sha256; using it anyway (optional)", files.source
+            )
+        # `file` stays the card's detector (what the routes report), `runtime` says what runs it
+        self.detector.file, self.detector.sha256_ok = files.source.name, files.sha256_ok
+        self.detector.runtime, self.detector.path = detector.runtime, files.model
+        self.detector.available = True
+        self._detector = detector
 
     def _build_state(self, num_threads: int, precisions: list[str] | None = None) -> _ThreadState:
         """One classifier per loaded precision (or those given) and one detector, on `num_threads` LiteRT
@@ -290,11 +275,11 @@ class Runtime:
                 state.classifiers[precision] = Classifier(
                     m.content,  # type: ignore[arg-type]
                     num_threads=num_threads,
-                    spec=self.card.input_for(precision),  # type: ignore[union-attr]
+                    spec=self.card.model_input(precision),  # type: ignore[union-attr]
                     name=m.path.name,  # type: ignore[union-attr]
                 )
-        if self.detector.available:
-            state.detector = self._make_detector(self.detector.path, num_threads)  # type: ignore[arg-type]
+        if self._detector is not None:
+            state.detector = self._detector.for_thread(num_threads)
         return state
 
     def _thread_state(self) -> _ThreadState:
@@ -320,8 +305,9 @@ class Runtime:
         for _ in range(self.settings.warmup_runs):
             if state.detector is not None:
                 state.detector.detect(rgb)
-            for classifier in state.classifiers.values():
-                predict_faces(rgb, self.card, classifier, None, detect_faces=False)  # type: ignore[arg-type]
+            for precision, classifier in state.classifiers.items():
+                models = Models(self.card, classifier)  # type: ignore[arg-type]
+                predict_frame(rgb, models, PredictOptions(model=precision, detect_faces=False))
 
     def close(self) -> None:
         if self._executor is not None:
@@ -330,8 +316,8 @@ class Runtime:
 
     # ---------------------------------------------------------------- serving
 
-    def check_model(self, precision: str) -> str:
-        """The precision to use, or a 4xx/503 ApiError."""
+    def resolve_precision(self, precision: str) -> str:
+        """The precision a request asked for, when it can be served now; else a 4xx/503 ApiError."""
         if self.card is None or self.phase not in ("ready", "degraded"):
             raise self.not_ready_error()
         if precision not in self.card.models:
@@ -380,47 +366,34 @@ class Runtime:
         self._inflight -= 1
         telemetry.INFLIGHT.dec()
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn on an inference thread, keeping the caller's contextvars (request id in logs)."""
+    async def predict(self, data: bytes, options: PredictOptions) -> ImageResult:
+        """Image bytes -> the pipeline, on an inference thread (keeping the caller's contextvars: the request
+        id in logs); `timings_ms["queue"]` is the wait for that thread."""
         if self._executor is None:
             raise self.not_ready_error()
         ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn, *args)
+        submitted = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, ctx.run, self._predict, data, options, submitted)
 
-    def infer(
-        self,
-        data: bytes,
-        precision: str,
-        detect_faces: bool,
-        min_face: int,
-        submitted: float,
-        detect_size: int | None = None,
-    ) -> InferenceResult:
-        """On an inference thread: masklite.infer (reduced-size decode where it can, then the pipeline)."""
-        t0 = time.perf_counter()
+    def _predict(self, data: bytes, options: PredictOptions, submitted: float) -> ImageResult:
+        queue_ms = (time.perf_counter() - submitted) * 1e3
         # alone in flight (this request is the one admitted): take the idle cores, if no lone request
         # that has company by now still holds them
         solo = self._solo is not None and self._inflight == 1 and self._solo_lock.acquire(blocking=False)
         own = self._thread_state()
         state = self._solo if solo else own
+        precision = options.model
+        classifier = state.classifiers.get(precision) or own.classifiers[precision]  # type: ignore[arg-type]
         try:
-            res = infer_bytes(
-                data,
-                self.card,  # type: ignore[arg-type]
-                state.classifiers.get(precision) or own.classifiers[precision],  # type: ignore[union-attr]
-                state.detector,  # type: ignore[union-attr]
-                detect_faces,
-                min_face,
-                detect_size,
-                self.settings.max_pixels,
-                precision=precision,
-            )
+            result = predict_image(data, Models(self.card, classifier, state.detector), options)  # type: ignore[arg-type]
         finally:
             if solo:
                 self._solo_lock.release()
         if solo:
             telemetry.SOLO.inc()
-        return InferenceResult(res.width, res.height, res.prediction, res.decode_ms, (t0 - submitted) * 1e3)
+        result.timings_ms["queue"] = queue_ms
+        return result
 
 
 def get_runtime(request: Request) -> Runtime:

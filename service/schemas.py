@@ -28,7 +28,7 @@ class Face(BaseModel):
     box: tuple[int, int, int, int] = Field(description="[x, y, w, h] in original-image pixels")
     detector_score: float | None = Field(description="YuNet score; null when the whole image was classified")
     label: str = Field(
-        description="a label from /v1/models, or 'unknown' for a face below the card's min_face_size"
+        description="a label from /v1/models, or 'unknown' for a face below the card's min_judgeable_face"
     )
     mask_probability: float = Field(
         ge=0.0, le=1.0, description="the model's probability, before any threshold"
@@ -53,20 +53,31 @@ class PredictResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="fallbacks used, e.g. no face detector")
 
 
-class SnapshotRequest(BaseModel):
-    image: str = Field(
-        description="base64 image bytes, or a data: URL such as data:image/jpeg;base64,...",
-        min_length=1,
+class PredictQuery(BaseModel):
+    """The predict options a client sets: the query of /v1/predict and the fields of /v1/predict/snapshot.
+    The router turns them into the core's PredictOptions (same names), the one object passed down the
+    request path."""
+
+    model: str = Field(
+        "int8", pattern=MODEL_PATTERN, description="a precision from /v1/models: int8 (default), float32, ..."
     )
-    model: str = Field("int8", pattern=MODEL_PATTERN, description="a precision from /v1/models")
-    detect_faces: bool = True
-    min_face_size: int = Field(0, ge=0, le=MAX_MIN_FACE, description="ignore faces smaller than this (px)")
+    detect_faces: bool = Field(True, description="false: the whole image is one face crop")
+    min_face_size: int = Field(
+        0, ge=0, le=MAX_MIN_FACE, description="ignore (drop) faces smaller than this (px, shorter box side)"
+    )
     detect_size: int | None = Field(
         None,
         ge=MIN_DETECT_SIZE,
         le=MAX_DETECT_SIZE,
         description="detector input's longer side (px); smaller is faster, finds fewer small faces. "
         "Default: MASKLITE_DETECT_MAX_SIDE. Images are never enlarged to it",
+    )
+
+
+class SnapshotRequest(PredictQuery):
+    image: str = Field(
+        description="base64 image bytes, or a data: URL such as data:image/jpeg;base64,...",
+        min_length=1,
     )
 
 
@@ -108,7 +119,12 @@ class ModelsResponse(BaseModel):
     labels: list[str]
     input: InputInfo
     crop_margin: float
-    min_face_size: int = Field(0, description="faces whose shorter box side (px) is below this are 'unknown'")
+    min_judgeable_face: int = Field(
+        0, description="faces whose shorter box side (px) is below this are kept and answered 'unknown'"
+    )
+    min_face_size: int = Field(
+        0, description="the same value as min_judgeable_face, under its old name (kept: /v1 is additive)"
+    )
     default_model: str
     detector: DetectorInfo
     models: list[ModelInfo]

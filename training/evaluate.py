@@ -19,7 +19,7 @@ from tqdm import tqdm
 from masklite.card import ModelCard, load_card, save_card
 from masklite.classifier import Classifier, preprocess
 from masklite.evalset import load_evalset_file
-from masklite.faces import FaceDetector
+from masklite.faces import load_detector
 from masklite.files import write_bytes_atomic
 from masklite.paths import sha256_file
 from training import evaluate_cross as ec
@@ -150,7 +150,7 @@ def evaluate_models(
     if scenes_dir is not None:
         scenes = load_scenes(scenes_dir)
         if detector_path is not None:
-            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+            detector = load_detector(card.detector, models_dir, path=detector_path)
         for name, run in runners.items():
             results[name]["scenes"] = scene_metrics(scenes, labels, run, card.crop_margin, detector)
 
@@ -189,7 +189,7 @@ def evaluate_models(
             ablation,
         )
         if scenes is not None and detector is not None:  # scenes-sample at the newly chosen threshold
-            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+            detector = load_detector(card.detector, models_dir, path=detector_path)
             for name, run in runners.items():
                 results[name]["scenes"] = scene_metrics(scenes, labels, run, card.crop_margin, detector)
 
@@ -281,15 +281,15 @@ def cross_source(
     models = {p: runners[p] for p in PRECISIONS}
     if "micro" in card.models:  # the micro model carried over from `python -m training micro`
         micro = Classifier(models_dir / card.models["micro"].file, num_threads=2)
-        models["micro"] = classify_fn(micro, card.input_for("micro"))
+        models["micro"] = classify_fn(micro, card.model_input("micro"))
     chosen = ec.choose_thresholds(work, card, models)
     for p in models:
         card.models[p].decision_threshold = chosen["decision"][p]["threshold"]
-    card.min_face_size = chosen["min_face"]["min_face_size"]
+    card.min_judgeable_face = chosen["min_face"]["min_face_size"]
     out: dict = {"detector_sweep": sweep, "thresholds": chosen, "models": {}, "end_to_end": {}}
     for p in models:
         out["models"][p] = ec.score_model(
-            work, card, p, models[p], card.models[p].decision_threshold, card.min_face_size
+            work, card, p, models[p], card.models[p].decision_threshold, card.min_judgeable_face
         )
     for name, scenes_part, sources in (
         ("xtest", "xtest", ("macwinwin", "wider")),

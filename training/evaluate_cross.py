@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from masklite.card import ModelCard
-from masklite.faces import FaceDetector, crop_face, match_boxes
+from masklite.card import DetectorSpec, ModelCard
+from masklite.faces import crop_face, load_detector, match_boxes
 from masklite.image import read_image_file
 from masklite.pipeline import decide_label
 from training.artifacts import crops_path, load_crops
@@ -54,7 +54,7 @@ def scenes_of(work: Path, root: Path, part: str, sources: tuple[str, ...]) -> li
 
 
 def detections(scenes, detector_path: Path, low: float, progress: bool) -> list[list]:
-    detector = FaceDetector(detector_path, score_threshold=low)
+    detector = load_detector(DetectorSpec(), path=detector_path, score_threshold=low)
     return [
         detector.detect(read_image_file(str(path)))
         for _, path, _ in tqdm(scenes, desc="detect", disable=not progress)

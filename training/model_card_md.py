@@ -420,7 +420,7 @@ def cross_source_md(card: ModelCard) -> list[str]:
         f"**{card.models['int8'].decision_threshold}**"
         + (f", micro **{card.models['micro'].decision_threshold}**" if "micro" in card.models else "")
         + f". Rule: {_get(cs, 'thresholds', 'decision', 'float32', 'rule')}.",
-        f"* Smallest face judged: **{card.min_face_size} px** (shorter side of the box, original pixels); "
+        f"* Smallest face judged: **{card.min_judgeable_face} px** (shorter side of the box, original pixels); "
         f"smaller faces are answered `unknown`. Rule: {_get(cs, 'thresholds', 'min_face', 'rule')}.",
         f"* Detector score threshold: **{card.detector.score_threshold}** (was 0.6). Rule: "
         f"{_get(cs, 'detector_sweep', 'rule')}.",

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from masklite.faces import FaceDetector
+from masklite.card import DetectorSpec
+from masklite.faces import load_detector
 from masklite.files import staged_dir
 from masklite.paths import sha256_file
 from training.config import PrepareConfig
@@ -70,7 +71,11 @@ def _prepare(
     sample_labels = [s.label for s in samples]
     splits = group_split(sample_labels, groups, cfg.split_fractions, cfg.split_seed)
 
-    detector = FaceDetector(detector_path, cfg.detector_score_threshold, cfg.detector_nms_threshold)
+    # the service's detector (LiteRT), at this build's thresholds
+    spec = DetectorSpec(
+        score_threshold=cfg.detector_score_threshold, nms_threshold=cfg.detector_nms_threshold
+    )
+    detector = load_detector(spec, path=detector_path)
     rows = []
     for s, im, g, sp, h in tqdm(
         list(zip(samples, images, groups, splits, hashes, strict=True)),

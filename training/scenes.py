@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masklite.faces import FaceDetector, crop_face, match_boxes
+from masklite.faces import YuNet, crop_face, match_boxes
 from masklite.image import read_image_file
 
 MATCH_IOU = 0.3
@@ -83,7 +83,7 @@ def annotated_crops(scenes: list[Scene], margin: float) -> tuple[list[np.ndarray
     return crops, labels
 
 
-def detected_crops(scenes: list[Scene], detector: FaceDetector, margin: float) -> dict:
+def detected_crops(scenes: list[Scene], detector: YuNet, margin: float) -> dict:
     """Detector crops matched to annotations, plus recall counts per label."""
     crops, labels = [], []
     annotated = {lab: 0 for s in scenes for lab in s.labels}
@@ -116,7 +116,7 @@ def scene_metrics(
     label_names: list[str],
     classify: Callable[[list[np.ndarray]], np.ndarray],
     margin: float,
-    detector: FaceDetector | None,
+    detector: YuNet | None,
 ) -> dict:
     """`classify`: list of RGB crops -> (N, classes) probabilities."""
     out: dict = {}

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from masklite.faces import FaceDetector, match_boxes
+from masklite.card import DetectorSpec
+from masklite.faces import YuNet, load_detector, match_boxes
 from masklite.image import read_image_file
 from training.scenes import MATCH_IOU, load_scene_annotations
 
@@ -95,7 +96,7 @@ def assign_parts(
 
 
 def _scene_faces(
-    source: str, folder: Path, detector: FaceDetector, parts: dict[str, str] | None, progress: bool
+    source: str, folder: Path, detector: YuNet, parts: dict[str, str] | None, progress: bool
 ) -> Iterator[FaceRecord]:
     for ann in tqdm(load_scene_annotations(folder), desc=f"faces {source}", disable=not progress):
         rgb = read_image_file(str(folder / "images" / ann.filename))
@@ -120,7 +121,7 @@ def _scene_faces(
             yield rec
 
 
-def _rmfd_faces(folder: Path, detector: FaceDetector, progress: bool) -> list[FaceRecord]:
+def _rmfd_faces(folder: Path, detector: YuNet, progress: bool) -> list[FaceRecord]:
     with open(folder / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     group_of = {r["file"]: r["source_path"].split("/")[1] for r in rows}
@@ -158,7 +159,7 @@ def _rmfd_faces(folder: Path, detector: FaceDetector, progress: bool) -> list[Fa
 def collect_faces(root: Path, detector_path: Path, progress: bool = True) -> list[FaceRecord]:
     """Every face of the cross-source sets and of scenes-sample, with its part. Sources whose folder is
     missing are skipped (a build test runs on a few images per source)."""
-    detector = FaceDetector(detector_path, score_threshold=CROP_DETECT_THRESHOLD)
+    detector = load_detector(DetectorSpec(), path=detector_path, score_threshold=CROP_DETECT_THRESHOLD)
     faces: list[FaceRecord] = []
     for source in ("macwinwin", "wider"):
         folder = root / SOURCE_FOLDERS[source]

@@ -25,7 +25,8 @@ async def list_models(request: Request) -> ModelsResponse:
         labels=card.labels,
         input=InputInfo(**card.input.model_dump()),
         crop_margin=card.crop_margin,
-        min_face_size=card.min_face_size,
+        min_judgeable_face=card.min_judgeable_face,
+        min_face_size=card.min_judgeable_face,
         default_model=rt.default_precision(),
         detector=DetectorInfo(
             name=card.detector.name,
@@ -49,7 +50,7 @@ async def list_models(request: Request) -> ModelsResponse:
                 error=rt.models[precision].error if precision in rt.models else None,
                 decision_threshold=entry.decision_threshold,
                 metrics=entry.metrics,
-                input=InputInfo(**card.input_for(precision).model_dump()),
+                input=InputInfo(**card.model_input(precision).model_dump()),
             )
             for precision, entry in card.models.items()
         ],

@@ -8,18 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from masklite.image import ImageTooLarge, UndecodableImage, UnsupportedImageType
+from masklite.pipeline import ImageResult, PredictOptions
 from service import telemetry
 from service.bodies import IMAGE_TYPES, decode_base64_image, image_media, read_image
 from service.errors import ApiError, error_responses
-from service.runtime import InferenceResult, Runtime, get_runtime
+from service.runtime import Runtime, get_runtime
 from service.schemas import (
-    MAX_DETECT_SIZE,
-    MAX_MIN_FACE,
-    MIN_DETECT_SIZE,
-    MODEL_PATTERN,
     Face,
     ImageSize,
     ModelRef,
+    PredictQuery,
     PredictResponse,
     SnapshotRequest,
     Timings,
@@ -50,65 +48,47 @@ _UPLOAD_BODY = {
 }
 _ERRORS = error_responses(400, 401, 403, 408, 413, 415, 422, 503)
 
-ModelParam = Annotated[
-    str, Query(pattern=MODEL_PATTERN, description="a precision from /v1/models: int8 (default), float32, ...")
-]
-DetectParam = Annotated[bool, Query(description="false: the whole image is one face crop")]
-MinFaceParam = Annotated[int, Query(ge=0, le=MAX_MIN_FACE, description="ignore faces smaller than this (px)")]
-DetectSizeParam = Annotated[
-    int | None,
-    Query(
-        ge=MIN_DETECT_SIZE,
-        le=MAX_DETECT_SIZE,
-        description="detector input's longer side (px); smaller is faster, finds fewer small faces",
-    ),
-]
 
-
-async def predict(
-    request: Request,
-    model: ModelParam = "int8",
-    detect_faces: DetectParam = True,
-    min_face_size: MinFaceParam = 0,
-    detect_size: DetectSizeParam = None,
-) -> PredictResponse:
+async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> PredictResponse:
     """Send `multipart/form-data` with a `file` field, or the raw image bytes with an image content type."""
     t0 = time.perf_counter()
     rt = get_runtime(request)
-    precision = rt.check_model(model)
-    rt.check_detector(detect_faces)
+    options = _options(rt, query)
     media = image_media(request.headers.get("content-type", ""))
     rt.admit()  # before reading the body: a full server refuses without buffering anything
     try:
         data = await read_image(request, media, rt.settings.body_timeout_s)
-        result = await _infer(rt, data, precision, detect_faces, min_face_size, detect_size)
+        result = await _predict(rt, data, options)
     finally:
         rt.release()
-    return _response(request, rt, precision, result, t0)
+    return _response(request, rt, result, t0)
 
 
 async def predict_snapshot(request: Request, body: SnapshotRequest) -> PredictResponse:
-    """JSON `{"image": "<base64 or data:image/...;base64,...>", "model", "detect_faces", "min_face_size"}`."""
+    """JSON `{"image": "<base64 or data:image/...;base64,...>"}` plus the query's options as fields."""
     t0 = time.perf_counter()
     rt = get_runtime(request)
-    precision = rt.check_model(body.model)
-    rt.check_detector(body.detect_faces)
+    options = _options(rt, body)
     data = decode_base64_image(body.image)
     rt.admit()
     try:
-        result = await _infer(rt, data, precision, body.detect_faces, body.min_face_size, body.detect_size)
+        result = await _predict(rt, data, options)
     finally:
         rt.release()
-    return _response(request, rt, precision, result, t0)
+    return _response(request, rt, result, t0)
 
 
-async def _infer(
-    rt: Runtime, data: bytes, precision: str, detect_faces: bool, min_face: int, detect_size: int | None
-) -> InferenceResult:
+def _options(rt: Runtime, query: PredictQuery) -> PredictOptions:
+    """The request's options, once the runtime can serve them (else a 4xx/503 ApiError)."""
+    rt.resolve_precision(query.model)
+    rt.check_detector(query.detect_faces)
+    asked = query.model_dump(include=set(PredictQuery.model_fields))  # a snapshot's image is no option
+    return PredictOptions(**asked, max_pixels=rt.settings.max_pixels)
+
+
+async def _predict(rt: Runtime, data: bytes, options: PredictOptions) -> ImageResult:
     try:
-        return await rt.run(
-            rt.infer, data, precision, detect_faces, min_face, time.perf_counter(), detect_size
-        )
+        return await rt.predict(data, options)
     except ImageTooLarge as exc:
         telemetry.REJECTIONS.labels("image_too_large").inc()
         raise ApiError(413, "image_too_large", str(exc)) from exc
@@ -118,24 +98,21 @@ async def _infer(
         raise ApiError(422, "undecodable_image", str(exc)) from exc
 
 
-def _response(
-    request: Request, rt: Runtime, precision: str, res: InferenceResult, t0: float
-) -> PredictResponse:
-    card = rt.card
-    assert card is not None
-    pred = res.prediction
-    total = (time.perf_counter() - t0) * 1e3
-    detect, classify = pred.timings_ms.get("detect", 0.0), pred.timings_ms.get("classify", 0.0)
-    stages = {
-        "queue": res.queue_ms,
-        "decode": res.decode_ms,
-        "detect": detect,
-        "classify": classify,
-        "total": total,
+def _response(request: Request, rt: Runtime, res: ImageResult, t0: float) -> PredictResponse:
+    """The wire format (PredictResponse), built from the core's result in this one place."""
+    card, precision = rt.card, res.precision
+    assert card is not None and precision is not None
+    timings = {
+        "queue": 0.0,
+        "decode": 0.0,
+        "detect": 0.0,
+        "classify": 0.0,
+        **res.timings_ms,
+        "total": (time.perf_counter() - t0) * 1e3,
     }
-    for stage, ms in stages.items():
-        telemetry.STAGE_LATENCY.labels(stage, precision).observe(ms / 1e3)
-    for f in pred.faces:
+    for stage in ("queue", "decode", "detect", "classify", "total"):
+        telemetry.STAGE_LATENCY.labels(stage, precision).observe(timings[stage] / 1e3)
+    for f in res.faces:
         telemetry.FACES.labels(precision, f.label).inc()
     return PredictResponse(
         request_id=request.state.request_id,  # set by the middleware
@@ -151,16 +128,12 @@ def _response(
                 mask_probability=min(1.0, max(0.0, f.mask_probability)),
                 too_small=f.too_small,
             )
-            for f in pred.faces
+            for f in res.faces
         ],
         timings_ms=Timings(
-            decode=round(res.decode_ms, 3),
-            detect=round(detect, 3),
-            classify=round(classify, 3),
-            total=round(total, 3),
-            queue=round(res.queue_ms, 3),
+            **{stage: round(ms, 3) for stage, ms in timings.items() if stage in Timings.model_fields}
         ),
-        warnings=pred.warnings,
+        warnings=res.warnings,
     )
 
 

@@ -23,9 +23,9 @@ import pytest
 
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import Classifier
-from masklite.faces import FaceDetector
+from masklite.faces import load_detector
 from masklite.image import decode_image
-from masklite.pipeline import predict_faces
+from masklite.pipeline import Models, PredictOptions, predict_frame
 from tests.conftest import SceneSample, free_port, iou
 from tests.helpers.docker import IMAGE, Docker
 
@@ -141,7 +141,7 @@ def test_container_answers_like_the_local_pipeline(
 ) -> None:
     card = load_card(models_dir)
     classifier = Classifier(verify_model_file(card, models_dir, PRECISION))
-    detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+    detector = load_detector(card.detector, models_dir, path=detector_path)
     samples = [s for s in scene_samples if s.name in SCENES]
     assert samples, f"none of {SCENES} in the scenes sample"
     with httpx.Client(base_url=deployment.url, timeout=60) as http:
@@ -152,7 +152,7 @@ def test_container_answers_like_the_local_pipeline(
             assert r.status_code == 200, r.text
             remote = r.json()
             assert remote["model"]["sha256"] == card.models[PRECISION].sha256  # the baked-in model
-            local = predict_faces(decode_image(s.data), card, classifier, detector)
+            local = predict_frame(decode_image(s.data), Models(card, classifier, detector), PredictOptions())
             labels = [f["label"] for f in remote["faces"]]
             print(f"{s.name}: container {labels} in {remote['timings_ms']['total']:.0f} ms")
             assert len(remote["faces"]) == len(local.faces), (s.name, remote["faces"], local.faces)

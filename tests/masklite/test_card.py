@@ -27,15 +27,26 @@ def test_card_loads_and_knows_its_models(tiny_card: ModelCard) -> None:
     assert tuple(tiny_card.input.size) == (24, 24)
 
 
-def test_input_for_prefers_the_models_own_spec(tiny_card: ModelCard) -> None:
+def test_model_input_prefers_the_models_own_spec(tiny_card: ModelCard) -> None:
     small = InputSpec(size=(12, 12))
     card = tiny_card.model_copy(deep=True)
     card.models["int8"].input = small
-    assert card.input_for("int8") == small
-    assert card.input_for("float32") == card.input
-    assert card.input_for(None) == card.input
-    assert card.input_for("no-such-model") == card.input
-    assert card.for_precision("int8").input == small
+    assert card.model_input("int8") == small
+    assert card.model_input("float32") == card.input
+    assert card.model_input(None) == card.input
+    assert card.model_input("no-such-model") == card.input
+    assert card.precision_of(card.models["int8"].file) == "int8"
+    assert card.precision_of("other.tflite") is None
+
+
+def test_min_judgeable_face_reads_old_and_new_cards(tiny_card: ModelCard) -> None:
+    """Cards written before the rename say `min_face_size` (the committed fixture is one); saving writes the
+    new key, and both load to the same value."""
+    raw = tiny_card.model_dump(mode="json")
+    assert "min_judgeable_face" in raw and "min_face_size" not in raw
+    old = {k: v for k, v in raw.items() if k != "min_judgeable_face"} | {"min_face_size": 7}
+    assert ModelCard.model_validate(old).min_judgeable_face == 7
+    assert ModelCard.model_validate(raw | {"min_judgeable_face": 9}).min_judgeable_face == 9
 
 
 def test_save_and_load_round_trip(tmp_path: Path, tiny_card: ModelCard) -> None:

@@ -11,9 +11,8 @@ from masklite.faces import (
     crop_box,
     crop_face,
     iou,
-    make_detector,
+    load_detector,
     match_boxes,
-    resolve_detector_file,
     scale_box,
 )
 from masklite.image import read_image_file
@@ -62,10 +61,8 @@ def sample_rgb() -> np.ndarray:
 
 def test_shipped_detector_finds_the_two_faces_of_the_sample(sample_rgb: np.ndarray) -> None:
     card = load_card(DEFAULT_MODELS_DIR)
-    path = resolve_detector_file(card.detector, card.detector.runtime, DEFAULT_MODELS_DIR)
-    detector = make_detector(
-        card.detector.runtime, path, card.detector.score_threshold, card.detector.nms_threshold
-    )
+    detector = load_detector(card.detector)
+    assert detector.runtime == card.detector.runtime == "litert"
     faces = detector.detect(sample_rgb)
     assert len(faces) == 2
     for face in faces:

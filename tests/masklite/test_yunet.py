@@ -1,6 +1,6 @@
-"""The new YuNet paths (masklite.yunet + faces.YuNetDetector on LiteRT, and on onnxruntime when it is
-installed) against OpenCV's FaceDetectorYN. Real networks on real scenes: the shipped derived files in
-LiteRT / onnxruntime, the upstream file in OpenCV.
+"""YuNet on its engines: LiteRT (the service's), onnxruntime when it is installed, against OpenCV's
+FaceDetectorYN. Real networks on real scenes: the shipped derived files in LiteRT / onnxruntime, the
+upstream file in OpenCV; and `load_detector`, the one way every caller gets one.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import pytest
 
 from masklite.card import ChecksumError, load_card
 from masklite.faces import (
+    DETECT_MAX_SIDE,
+    ENGINES,
     STRIDES,
-    FaceDetector,
-    YuNetDetector,
+    YuNet,
     decode,
-    make_detector,
+    load_detector,
     match_boxes,
-    nms,
     padded_size,
     postprocess,
-    resolve_detector_file,
 )
 from masklite.image import decode_image
 from tests.conftest import SceneSample
@@ -45,31 +44,30 @@ RUNTIMES = [
 ]
 
 
-def _new_detector(card, models_dir: Path, runtime: str) -> YuNetDetector:
-    path = resolve_detector_file(card.detector, runtime, models_dir)
-    det = make_detector(runtime, path, card.detector.score_threshold, card.detector.nms_threshold)
-    assert isinstance(det, YuNetDetector) and det.runtime == runtime
+def _new_detector(card, models_dir: Path, runtime: str) -> YuNet:
+    det = load_detector(card.detector, models_dir, runtime=runtime)
+    assert det.runtime == runtime and det.model_path.name == card.detector.runtime_files[runtime].file
     return det
 
 
 @pytest.fixture(scope="module", params=RUNTIMES)
-def new_detector(request, card, models_dir: Path) -> YuNetDetector:
+def new_detector(request, card, models_dir: Path) -> YuNet:
     return _new_detector(card, models_dir, request.param)
 
 
 @pytest.fixture(scope="module")
-def onnx_detector(card, models_dir: Path) -> YuNetDetector:
+def onnx_detector(card, models_dir: Path) -> YuNet:
     """The service's default runtime (the card's: litert)."""
     return _new_detector(card, models_dir, card.detector.runtime)
 
 
 @pytest.fixture(scope="module")
-def opencv_detector(card, detector_path: Path) -> FaceDetector:
-    return FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+def opencv_detector(card, models_dir: Path, detector_path: Path) -> YuNet:
+    return load_detector(card.detector, models_dir, runtime="opencv", path=detector_path)
 
 
 def test_same_faces_as_opencv_on_the_scenes(
-    scene_samples: list[SceneSample], new_detector: YuNetDetector, opencv_detector: FaceDetector
+    scene_samples: list[SceneSample], new_detector: YuNet, opencv_detector: YuNet
 ) -> None:
     """Boxes IoU >= 0.9 for >= 95 % of OpenCV's faces, same scores (same decoding), five landmarks each."""
     cv2.setNumThreads(1)
@@ -107,8 +105,6 @@ def test_detect_size_shrinks_never_enlarges(scene_samples: list[SceneSample], on
 def test_litert_maps_equal_onnxruntime_outputs_at_any_size(models_dir: Path, card) -> None:
     """One .tflite for every input size: its maps equal the dynamic ONNX graph's outputs (resized per size,
     interpreters kept per size)."""
-    from masklite.faces import ENGINES
-
     lite = ENGINES["litert"](models_dir / card.detector.runtime_files["litert"].file)
     onnx = ENGINES["onnxruntime"](models_dir / card.detector.runtime_files["onnxruntime"].file)
     rng = np.random.default_rng(0)
@@ -198,45 +194,77 @@ def test_decode_extreme_aspect_ratio_and_border_anchor() -> None:
     assert x + w > pad_w and y < 0  # off the edges: FaceDetector clips it to the image
 
 
-def test_nms_matches_opencv() -> None:
-    """Random overlapping boxes: the same survivors, in the same order, as cv2.dnn.NMSBoxes."""
-    rng = np.random.default_rng(0)
-    for trial in range(20):
-        n = int(rng.integers(1, 200))
-        xy = rng.uniform(0, 300, (n, 2))
-        wh = rng.uniform(5, 80, (n, 2))
-        boxes = np.concatenate([xy, wh], axis=1).astype(np.float32)
-        scores = rng.uniform(0.5, 1.0, n).astype(np.float32)
-        scores[: n // 4] = scores[n // 4 : 2 * (n // 4)]  # ties keep their input order (stable sort)
-        ours = nms(boxes, scores, 0.6, 0.3)
-        rects = [tuple(int(v) for v in b) for b in boxes]
-        theirs = np.asarray(cv2.dnn.NMSBoxes(rects, scores.tolist(), 0.6, 0.3)).reshape(-1)
-        assert ours.tolist() == theirs.tolist(), f"trial {trial}"
+def _reference_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_threshold: float):
+    """The NMS masklite used to carry (FaceDetectorYN's rules on int-truncated boxes), kept here as the
+    reference that cv2.dnn.NMSBoxes, which replaced it, must equal."""
+    order = np.flatnonzero(scores > score_threshold)
+    order = order[np.argsort(-scores[order], kind="stable")]
+    b = np.trunc(boxes[order]).astype(np.int64)
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    area = np.maximum(b[:, 2], 0) * np.maximum(b[:, 3], 0)
+    alive, kept = np.ones(order.size, bool), []
+    for i in range(order.size):
+        if not alive[i]:
+            continue
+        kept.append(i)
+        rest = np.flatnonzero(alive[i + 1 :]) + i + 1
+        iw = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
+        ih = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0)
+        union = area[i] + area[rest] - inter
+        alive[rest[np.where(union > 0, inter / np.maximum(union, 1), 0.0) > nms_threshold]] = False
+    return order[np.asarray(kept, dtype=np.int64)]
 
 
-def test_nms_of_nothing() -> None:
-    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.6, 0.3).size == 0
-    assert nms(np.ones((3, 4), np.float32), np.full(3, 0.1, np.float32), 0.6, 0.3).size == 0
+def test_nms_keeps_the_same_boxes_as_before_on_the_scenes(
+    scene_samples: list[SceneSample], card, models_dir: Path
+) -> None:
+    """cv2.dnn.NMSBoxes (postprocess) against the former own NMS, on every real scene's candidates at the
+    service's detector size and at 320: the same rows, in the same order."""
+    engine = ENGINES["litert"](models_dir / card.detector.runtime_files["litert"].file)
+    score_t, nms_t = card.detector.score_threshold, card.detector.nms_threshold
+    candidates = suppressed = 0
+    for s in scene_samples:
+        rgb = decode_image(s.data)
+        for side in (DETECT_MAX_SIDE, 320):
+            scale = min(1.0, side / max(rgb.shape[:2]))
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            outputs, pad_w, pad_h = engine(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+            rows = decode(outputs, pad_w, pad_h, score_t)
+            ours = postprocess(outputs, pad_w, pad_h, score_t, nms_t)
+            expected = (
+                rows if len(rows) <= 1 else rows[_reference_nms(rows[:, :4], rows[:, 14], score_t, nms_t)]
+            )
+            np.testing.assert_array_equal(ours, expected, err_msg=f"{s.name} at {side}")
+            candidates += len(rows)
+            suppressed += len(rows) - len(ours)
+    assert candidates > 1000 and suppressed > 500, (candidates, suppressed)
 
 
 # ---------------------------------------------------------------- which file each runtime loads
 
 
-def test_resolve_detector_file(card, models_dir: Path, detector_path: Path, tmp_path: Path) -> None:
+def test_load_detector_picks_each_runtimes_file(
+    card, models_dir: Path, detector_path: Path, tmp_path: Path
+) -> None:
     twin = models_dir / card.detector.runtime_files["litert"].file
     # the upstream file (fixed 640x640) stands for its derived twins; OpenCV takes it as is
-    assert resolve_detector_file(card.detector, "litert", models_dir, detector_path) == twin
-    onnx_twin = models_dir / card.detector.runtime_files["onnxruntime"].file
-    assert resolve_detector_file(card.detector, "onnxruntime", models_dir, detector_path) == onnx_twin
-    assert resolve_detector_file(card.detector, "opencv", models_dir, detector_path) == detector_path
+    lite = load_detector(card.detector, models_dir, path=detector_path)
+    assert (lite.runtime, lite.model_path) == ("litert", twin)
+    assert lite.files is not None and lite.files.source == detector_path and lite.files.sha256_ok is True
+    cv = load_detector(card.detector, models_dir, runtime="opencv", path=detector_path)
+    assert (cv.runtime, cv.model_path) == ("opencv", detector_path)
+    copy = lite.for_thread(2)
+    assert (copy.model_path, copy.runtime, copy.num_threads, copy.files) == (twin, "litert", 2, lite.files)
     with pytest.raises(FileNotFoundError):
-        resolve_detector_file(card.detector, "litert", models_dir, tmp_path / "absent.onnx")
-    # another graph given explicitly is used as it is
+        load_detector(card.detector, models_dir, path=tmp_path / "absent.onnx")
+    # another file than the card's is refused (its sha256), and a file that is not YuNet's maps too
     other = tmp_path / "other.tflite"
     other.write_bytes(b"not yunet")
-    assert resolve_detector_file(card.detector, "litert", models_dir, other) == other
-    with pytest.raises(ValueError):  # and refused at load: not YuNet's maps
-        make_detector("litert", other)
+    with pytest.raises(ChecksumError):
+        load_detector(card.detector, models_dir, path=other)
+    with pytest.raises(ValueError):
+        YuNet(other, "litert")
     # a twin that does not match the card is refused
     bad_dir = tmp_path / "models"
     bad_dir.mkdir()
@@ -244,6 +272,6 @@ def test_resolve_detector_file(card, models_dir: Path, detector_path: Path, tmp_
     with open(bad_dir / twin.name, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ChecksumError):
-        resolve_detector_file(card.detector, "litert", bad_dir)
+        load_detector(card.detector, bad_dir)
     with pytest.raises(ValueError, match="unknown detector runtime"):
-        make_detector("tensorrt", twin)
+        load_detector(card.detector, models_dir, runtime="tensorrt")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from masklite.card import ModelCard, load_card
 from masklite.evalset import EvalSet, load_evalset_file
-from robustness.run import load_model_for
+from robustness.evaluate import load_model_for
 from robustness.surgery import TFLiteModel
 from tests.conftest import skip_or_fail
 

@@ -12,7 +12,7 @@ import pytest
 
 from masklite.card import ModelCard
 from robustness.errors import RobustnessError
-from robustness.run import load_model_for
+from robustness.evaluate import load_model_for
 from robustness.surgery import (
     INT8_MIN,
     TFLiteModel,

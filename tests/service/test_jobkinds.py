@@ -12,7 +12,7 @@ import sys
 import pytest
 from PIL import Image
 
-from bench.runner import BenchConfig
+from bench.inprocess import BenchConfig
 from masklite.card import load_card
 from masklite.paths import DEFAULT_MODELS_DIR
 from service.bodies import Part

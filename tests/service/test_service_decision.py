@@ -18,7 +18,7 @@ import pytest
 from masklite.card import UNKNOWN_LABEL, load_card
 from masklite.classifier import Classifier
 from masklite.image import decode_image
-from masklite.pipeline import predict_faces
+from masklite.pipeline import Models, PredictOptions, predict_frame
 from tests.conftest import SceneSample, ServerFactory
 
 
@@ -37,32 +37,29 @@ def _crafted(models_dir: Path, target: Path, **changes: object) -> Path:
     return target
 
 
+WHOLE_INT8 = PredictOptions(model="int8", detect_faces=False)
+
+
 def test_pipeline_applies_threshold_and_smallest_face(
     models_dir: Path, scene_samples: list[SceneSample]
 ) -> None:
     card = load_card(models_dir)
     rgb = decode_image(scene_samples[0].data)
     clf = Classifier(models_dir / card.models["int8"].file)
-    base = predict_faces(rgb, card, clf, None, detect_faces=False, precision="int8")
+    base = predict_frame(rgb, Models(card, clf), WHOLE_INT8)
     p = base.faces[0].mask_probability
     strict = card.model_copy(deep=True)
     strict.models["int8"].decision_threshold = min(0.99, p + 0.01) if p < 0.99 else 0.999
     lenient = card.model_copy(deep=True)
     lenient.models["int8"].decision_threshold = max(0.001, p - 0.01)
-    assert (
-        predict_faces(rgb, strict, clf, None, detect_faces=False, precision="int8").faces[0].label
-        == "without_mask"
-    )
-    assert (
-        predict_faces(rgb, lenient, clf, None, detect_faces=False, precision="int8").faces[0].label
-        == "with_mask"
-    )
-    tiny = card.model_copy(update={"min_face_size": min(rgb.shape[:2]) + 1})
-    face = predict_faces(rgb, tiny, clf, None, detect_faces=False, precision="int8").faces[0]
+    assert predict_frame(rgb, Models(strict, clf), WHOLE_INT8).faces[0].label == "without_mask"
+    assert predict_frame(rgb, Models(lenient, clf), WHOLE_INT8).faces[0].label == "with_mask"
+    tiny = card.model_copy(update={"min_judgeable_face": min(rgb.shape[:2]) + 1})
+    face = predict_frame(rgb, Models(tiny, clf), WHOLE_INT8).faces[0]
     assert face.label == UNKNOWN_LABEL and face.too_small
     assert face.mask_probability == pytest.approx(p, abs=1e-6)  # the probability is the model's, untouched
-    just = card.model_copy(update={"min_face_size": min(rgb.shape[:2])})
-    assert not predict_faces(rgb, just, clf, None, detect_faces=False, precision="int8").faces[0].too_small
+    just = card.model_copy(update={"min_judgeable_face": min(rgb.shape[:2])})
+    assert not predict_frame(rgb, Models(just, clf), WHOLE_INT8).faces[0].too_small
 
 
 def test_server_applies_the_crafted_card(
@@ -73,7 +70,7 @@ def test_server_applies_the_crafted_card(
     tmp_path: Path,
 ) -> None:
     never = _crafted(models_dir, tmp_path / "never", int8_threshold=0.999999)
-    small = _crafted(models_dir, tmp_path / "small", min_face_size=100_000)
+    small = _crafted(models_dir, tmp_path / "small", min_judgeable_face=100_000)
     scene = max(scene_samples, key=lambda s: len(s.faces))
     for folder, check in ((never, "threshold"), (small, "min_face")):
         handle = server_factory.start(
@@ -100,7 +97,7 @@ def test_server_applies_the_crafted_card(
                     f["mask_probability"] > 0.5 for f in faces
                 )  # masked faces are there, just not called
             else:
-                assert models["min_face_size"] == 100_000
+                assert models["min_judgeable_face"] == models["min_face_size"] == 100_000
                 assert all(f["label"] == UNKNOWN_LABEL and f["too_small"] for f in faces)
                 assert np.ptp([f["mask_probability"] for f in faces]) > 0  # real probabilities, kept
                 metrics = httpx.get(f"{handle.url}/metrics").text

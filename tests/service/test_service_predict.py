@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from masklite.card import load_card
-from tests.conftest import AnnotatedFace, SceneSample, iou
+from masklite.faces import match_boxes
+from tests.conftest import AnnotatedFace, SceneSample
 from tests.helpers.bounds import card_floor
 
 IOU_MATCH = 0.3
@@ -25,22 +26,9 @@ def upload(client: httpx.Client, data: bytes, **params: object) -> httpx.Respons
 
 
 def match(annotated: tuple[AnnotatedFace, ...], faces: list[dict]) -> list[tuple[AnnotatedFace, dict | None]]:
-    """Greedy one-to-one matching of annotated boxes to predicted boxes, best IoU first (IoU >= 0.3)."""
-    pairs = sorted(
-        ((iou(a.box, tuple(f["box"])), i, j) for i, a in enumerate(annotated) for j, f in enumerate(faces)),
-        reverse=True,
-    )
-    used_a: set[int] = set()
-    used_f: set[int] = set()
-    out: dict[int, dict] = {}
-    for score, i, j in pairs:
-        if score < IOU_MATCH:
-            break
-        if i not in used_a and j not in used_f:
-            used_a.add(i)
-            used_f.add(j)
-            out[i] = faces[j]
-    return [(a, out.get(i)) for i, a in enumerate(annotated)]
+    """Each annotated face with the predicted face matched to it (masklite's greedy IoU >= 0.3), or None."""
+    pairs = dict(match_boxes([a.box for a in annotated], [tuple(f["box"]) for f in faces], IOU_MATCH))
+    return [(a, faces[pairs[i]] if i in pairs else None) for i, a in enumerate(annotated)]
 
 
 @pytest.fixture(scope="module")

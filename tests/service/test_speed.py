@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.inprocess import detector_or_problem
 from bench.phone import PHONE_PIXELS, resized_jpeg
-from bench.runner import load_detector
 from masklite.card import load_card, verify_model_file
 from masklite.classifier import MAX_BATCH, Classifier
 from masklite.faces import match_boxes
 from masklite.image import decode_image_reduced
-from masklite.pipeline import infer_bytes
+from masklite.pipeline import Models, PredictOptions, predict_image
 from service.schemas import MAX_DETECT_SIZE, MIN_DETECT_SIZE
 from tests.conftest import SceneSample, skip_or_fail
 
@@ -43,7 +43,7 @@ def test_one_invoke_for_all_faces_gives_the_same_probabilities(models_dir: Path,
 @pytest.fixture(scope="module")
 def parts(models_dir: Path, detector_path: Path):
     card = load_card(models_dir)
-    detector, problem = load_detector(card, detector_path, None, models_dir)
+    detector, problem = detector_or_problem(card, detector_path, None, models_dir)
     assert detector is not None, problem
     return card, Classifier(verify_model_file(card, models_dir, "int8")), detector
 
@@ -82,11 +82,12 @@ def test_reduced_decode_keeps_boxes_and_labels_of_the_full_decode(
     total = same_box = same_label = 0
     for s in sorted(scene_samples, key=lambda s: -max(f.box[2] for f in s.faces))[:8]:
         data = resized_jpeg(s.data, pixels=PHONE_PIXELS)
-        reduced = infer_bytes(data, card, clf, detector)
-        full = infer_bytes(data, card, clf, detector, reduce=False)
+        models = Models(card, clf, detector)
+        reduced = predict_image(data, models, PredictOptions())
+        full = predict_image(data, models, PredictOptions(reduce=False))
         assert reduced.decoded_size[0] < full.decoded_size[0] // 3
         assert (reduced.width, reduced.height) == (full.width, full.height)
-        a, b = full.prediction.faces, reduced.prediction.faces
+        a, b = full.faces, reduced.faces
         pairs = match_boxes([f.box for f in a], [f.box for f in b], 0.9)
         total += max(len(a), len(b))
         same_box += len(pairs)

@@ -12,7 +12,7 @@ from masklite.card import load_card
 from masklite.classifier import Classifier
 from masklite.faces import crop_face
 from masklite.image import read_image_file
-from masklite.pipeline import decide_label, predict_faces
+from masklite.pipeline import Models, PredictOptions, decide_label, predict_frame
 from tests.conftest import skip_or_fail
 from training.crosssource import recall_block
 from training.sources import SOURCE_FOLDERS, collect_faces
@@ -35,7 +35,8 @@ def test_int8_on_cross_source_validation_holds_the_card(
         if path not in images:
             images = {path: read_image_file(str(path))}  # faces of one scene are consecutive
         crop = crop_face(images[path], f.box, card.crop_margin)
-        face = predict_faces(crop, card, classifier, None, detect_faces=False, precision="int8").faces[0]
+        whole = PredictOptions(model="int8", detect_faces=False)
+        face = predict_frame(crop, Models(card, classifier), whole).faces[0]
         # the size rule judges the face, not the crop around it: decide on the face box's size
         answer = decide_label(card, face.mask_probability, (0, 0, f.size, f.size), "int8")
         y.append(card.labels.index(f.label))
@@ -64,9 +65,8 @@ def test_gate_would_catch_a_broken_preprocessing(
     y, pred = [], []
     for f in faces[::3]:
         rgb = read_image_file(str(datasets_root / SOURCE_FOLDERS[f.source] / f.file))
-        face = predict_faces(crop_face(rgb, f.box, 0.0), broken, classifier, None, detect_faces=False).faces[
-            0
-        ]
+        crop = crop_face(rgb, f.box, 0.0)
+        face = predict_frame(crop, Models(broken, classifier), PredictOptions(detect_faces=False)).faces[0]
         y.append(card.labels.index(f.label))
         pred.append(
             card.labels.index(decide_label(card, face.mask_probability, (0, 0, f.size, f.size), "int8"))

@@ -53,7 +53,7 @@ def _real_crops(models_dir: Path) -> tuple[list[np.ndarray], str]:
 
 def test_tflm_matches_litert_on_real_crops(card: ModelCard, micro_path: Path, models_dir: Path) -> None:
     crops, source = _real_crops(models_dir)
-    spec = card.input_for("micro")
+    spec = card.model_input("micro")
     model = micro_path.read_bytes()
     x = quantize_input(model, preprocess(crops, spec))
     arena = card.models["micro"].model_extra["tflm"]["arena_bytes"]
@@ -102,7 +102,7 @@ def test_micro_entry_survives_a_main_re_export(card: ModelCard, models_dir: Path
     carry_over_micro(tmp_path, fresh)
     assert fresh.models["micro"].sha256 == card.models["micro"].sha256
     save_card(fresh, tmp_path)
-    assert load_card(tmp_path).input_for("micro") == card.input_for("micro") != card.input
+    assert load_card(tmp_path).model_input("micro") == card.model_input("micro") != card.input
 
     (tmp_path / card.models["micro"].file).write_bytes(b"changed")
     again = card.model_copy(deep=True)

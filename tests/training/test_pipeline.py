@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from masklite.card import load_card, verify_model_file
+from masklite.card import DetectorSpec, load_card, verify_model_file
 from masklite.classifier import Classifier, preprocess
-from masklite.faces import FaceDetector, crop_face
+from masklite.faces import crop_face, load_detector
 from masklite.image import read_image_file
 from training.features import VIEW_KINDS
 
@@ -138,7 +138,7 @@ def test_parity_keras_float32_int8(tiny, detector_path, weights_path):
     model = compose(build_backbone(128, 1.0, str(weights_path)), head, 128)
     spec = input_spec(128)
     # >= 50 real crops the tiny model never saw, cut by the service's detector and preprocessing
-    detector = FaceDetector(detector_path)
+    detector = load_detector(DetectorSpec(), path=detector_path)
     crops = []
     for files in tiny["held_out"].values():
         for p in files:

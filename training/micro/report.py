@@ -239,8 +239,8 @@ def write_report(
         f"arena. Searched twice: {tflm['arena_search']['arena_bytes']:,} and "
         f"{tflm['arena_search']['repeat_arena_bytes']:,} bytes; {tflm['arena_search']['fails_at']:,} fails.",
         "",
-        "The card entry carries its own input spec (`models.micro.input`); `ModelCard.input_for(precision)` "
-        "returns it, and `masklite.pipeline.predict_faces` uses "
+        "The card entry carries its own input spec (`models.micro.input`); "
+        "`ModelCard.model_input(precision)` returns it, and `masklite.pipeline.predict_frame` uses "
         "the spec of the model it is given, so the service "
         "needs no change for `model=micro`.",
         "",

@@ -12,7 +12,7 @@ import numpy as np
 from masklite.card import InputSpec, ModelCard, ModelEntry, load_card, save_card
 from masklite.classifier import Classifier, preprocess
 from masklite.evalset import default_evalset_path, load_evalset_file
-from masklite.faces import FaceDetector
+from masklite.faces import load_detector
 from masklite.files import write_bytes_atomic
 from masklite.paths import sha256_file
 from training import evaluate_cross
@@ -89,7 +89,7 @@ def stage_ship(
     if scenes_dir is not None:
         detector = None
         if detector_path is not None:
-            detector = FaceDetector(detector_path, card.detector.score_threshold, card.detector.nms_threshold)
+            detector = load_detector(card.detector, models_dir, path=detector_path)
         metrics["scenes"] = scene_metrics(
             load_scenes(scenes_dir), card.labels, classify_fn(clf, spec), card.crop_margin, detector
         )
@@ -98,7 +98,7 @@ def stage_ship(
         chosen_t = evaluate_cross.choose_thresholds(work, card, {MICRO_KEY: classify})["decision"][MICRO_KEY]
         threshold = chosen_t["threshold"]
         metrics["cross_source"] = evaluate_cross.score_model(
-            work, card, MICRO_KEY, classify, threshold, card.min_face_size
+            work, card, MICRO_KEY, classify, threshold, card.min_judgeable_face
         )
     else:
         threshold = 0.5

@@ -39,7 +39,9 @@ def evaluate_spec(
 ) -> GridResult:
     """The grid of `spec` on an uploaded zip (`evalset_zip`), else on `evalset_path`, else on the shipped
     evaluation set in `models_dir`."""
-    card = load_card(models_dir).for_precision(spec.precision)
+    # the card as this model sees it: `input` is its own spec (micro has a smaller input)
+    card = load_card(models_dir)
+    card = card.model_copy(update={"input": card.model_input(spec.precision)})
     model, info = load_model_for(card, models_dir, spec.precision)
     if evalset_zip is not None:
         evalset = load_evalset(evalset_zip, card, limits, "upload", spec.max_images, spec.seed)

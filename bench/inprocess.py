@@ -1,7 +1,7 @@
 """The in-process benchmark: classifier latency, pipeline latency per stage, scenes recall/accuracy, memory.
 
-Everything runs through masklite (Classifier, masklite.pipeline.infer_bytes): the exact path the service
-takes, so the numbers are the service's numbers minus HTTP.
+Everything runs through masklite (Classifier, masklite.faces.load_detector, masklite.pipeline.predict_image):
+the exact path the service takes, so the numbers are the service's numbers minus HTTP.
 """
 
 from __future__ import annotations
@@ -19,16 +19,10 @@ from bench import stats
 from bench.images import BenchImage, load_scenes, make_target_image, scenes_dir
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import Classifier, preprocess
-from masklite.faces import (
-    FaceDetector,
-    crop_face,
-    make_detector,
-    match_boxes,
-    resolve_detector_file,
-)
+from masklite.faces import YuNet, crop_face, load_detector, match_boxes
 from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
-from masklite.pipeline import infer_bytes
+from masklite.pipeline import Models, PredictOptions, predict_image
 
 SCHEMA_VERSION = 1
 STAGES = ("decode", "detect", "classify", "total", "cpu")
@@ -125,14 +119,16 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def target_boxes(
-    card: ModelCard, classifier: Classifier, detector: FaceDetector | None, image: BenchImage | None
+    card: ModelCard, classifier: Classifier, detector: YuNet | None, image: BenchImage | None
 ) -> list[tuple[int, int, int, int]]:
     """The faces the pipeline finds on the image (its annotated faces when there is no detector)."""
     if image is None:
         return []
     if detector is None:
         return [t.box for t in image.truth]
-    return [f.box for f in infer_bytes(image.data, card, classifier, detector).prediction.faces]
+    return [
+        f.box for f in predict_image(image.data, Models(card, classifier, detector), PredictOptions()).faces
+    ]
 
 
 def face_batch(
@@ -144,7 +140,7 @@ def face_batch(
 ) -> np.ndarray:
     """n face crops preprocessed for one model (its own input spec): the classifier benchmark's input, cut
     at `boxes` by the pipeline's own crop and preprocessing; noise when there are no faces."""
-    spec = card.input_for(precision)
+    spec = card.model_input(precision)
     crops: list[np.ndarray] = []
     if image is not None and boxes:
         rgb = decode_image(image.data)
@@ -161,7 +157,7 @@ def load_classifiers(
 ) -> dict[str, Classifier]:
     """One classifier per precision, sha256-checked, with its card input spec (as the service loads them)."""
     return {
-        p: Classifier(verify_model_file(card, models_dir, p), num_threads=threads, spec=card.input_for(p))
+        p: Classifier(verify_model_file(card, models_dir, p), num_threads=threads, spec=card.model_input(p))
         for p in precisions
     }
 
@@ -203,23 +199,23 @@ def run_pipeline_once(
     image: BenchImage,
     card: ModelCard,
     classifier: Classifier,
-    detector: FaceDetector | None,
+    detector: YuNet | None,
     detect_size: int | None = None,
     precision: str | None = None,
 ) -> tuple[dict[str, float], list]:
-    """decode -> detect -> classify, as the service does it (infer_bytes); stage times in ms (+ CPU)."""
+    """decode -> detect -> classify, as the service does it (predict_image); stage times in ms (+ CPU)."""
+    options = PredictOptions(model=precision, detect_size=detect_size)
     c0, t0 = time.process_time(), time.perf_counter()
-    res = infer_bytes(image.data, card, classifier, detector, detect_size=detect_size, precision=precision)
-    pred = res.prediction
+    res = predict_image(image.data, Models(card, classifier, detector), options)
     t2, c2 = time.perf_counter(), time.process_time()
     timings = {
-        "decode": res.decode_ms,
-        "detect": pred.timings_ms.get("detect", 0.0),
-        "classify": pred.timings_ms.get("classify", 0.0),
+        "decode": res.timings_ms["decode"],
+        "detect": res.timings_ms.get("detect", 0.0),
+        "classify": res.timings_ms.get("classify", 0.0),
         "total": (t2 - t0) * 1e3,
         "cpu": (c2 - c0) * 1e3,  # every thread of this process: what one image costs the machine
     }
-    return timings, pred.faces
+    return timings, res.faces
 
 
 def _stage_summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float | int]]:
@@ -230,7 +226,7 @@ def bench_pipeline(
     images: list[BenchImage],
     card: ModelCard,
     classifier: Classifier,
-    detector: FaceDetector | None,
+    detector: YuNet | None,
     repeats: int,
     score: SceneScore | None,
     tick: Callable[[str], None],
@@ -270,7 +266,7 @@ def bench_target(
     image: BenchImage,
     card: ModelCard,
     classifiers: dict[str, Classifier],
-    detector: FaceDetector | None,
+    detector: YuNet | None,
     runs: int,
     warmup: int,
     tick: Callable[[str], None],
@@ -294,21 +290,15 @@ def bench_target(
     }
 
 
-def load_detector(
-    card: ModelCard,
-    explicit: Path | None,
-    runtime: str | None = None,
-    models_dir: Path = DEFAULT_MODELS_DIR,
-) -> tuple[FaceDetector | None, str | None]:
-    """The detector the service would use (the card's runtime unless `runtime` says otherwise), at the
-    default input size: a what-if size goes to the pipeline as its detect_size."""
-    runtime = runtime or card.detector.runtime
+def detector_or_problem(
+    card: ModelCard, explicit: Path | None, runtime: str | None = None, models_dir: Path = DEFAULT_MODELS_DIR
+) -> tuple[YuNet | None, str | None]:
+    """The detector the service would use (masklite.faces.load_detector; the card's runtime unless `runtime`
+    says otherwise) at the default input size, or None and why: a benchmark runs without one."""
     try:
-        path = resolve_detector_file(card.detector, runtime, models_dir, explicit)
-        detector = make_detector(runtime, path, card.detector.score_threshold, card.detector.nms_threshold)
+        return load_detector(card.detector, models_dir, runtime=runtime, path=explicit), None
     except (FileNotFoundError, ValueError) as exc:
         return None, str(exc)
-    return detector, None
 
 
 def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict[str, object]:
@@ -320,7 +310,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
     unknown = [p for p in precisions if p not in card.models]
     if unknown:
         raise ValueError(f"models {unknown} are not in the card (has {sorted(card.models)})")
-    detector, detector_problem = load_detector(
+    detector, detector_problem = detector_or_problem(
         card, config.detector_path, config.detector_runtime, config.models_dir
     )
     detect_size = config.detect_max_side  # None: the detector's own default (DETECT_MAX_SIDE)
@@ -384,7 +374,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
             "file": path.name,
             "bytes": path.stat().st_size,
             "sha256": card.models[precision].sha256,
-            "input_size": list(card.input_for(precision).size),
+            "input_size": list(card.model_input(precision).size),
             "card_metrics": card.models[precision].metrics.get("test", {}),
             "threads": {},
         }
@@ -395,7 +385,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
         per_thread: dict[str, dict[str, object]] = {}
         for precision, path in paths.items():
             rss_before = stats.rss_mb()
-            classifiers[precision] = Classifier(path, num_threads=threads, spec=card.input_for(precision))
+            classifiers[precision] = Classifier(path, num_threads=threads, spec=card.model_input(precision))
             rss_loaded = stats.rss_mb()
             per_thread[precision] = {
                 "rss_model_mb": round((rss_loaded or 0) - (rss_before or 0), 1),

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from bench.images import load_scenes, make_target_image
+from bench.inprocess import BenchConfig, run_benchmark
 from bench.report import format_result, save_chart
-from bench.runner import BenchConfig, run_benchmark
 from bench.stats import conditions, conditions_line, cpu_counters, own_cpu_ticks, snapshot
 from bench.targets import ci_noise_reason, ci_ratio_failures, evaluate_targets, format_checks
 from masklite.faces import iou, match_boxes
