@@ -6,6 +6,7 @@ import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,22 +79,33 @@ def _pytest(args: list[str], **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def probe_module(body: str) -> Path:
+    """A throw-away test module inside tests/ (so the suite's conftest.py applies to it)."""
+    probe = REPO_ROOT / "tests" / f"test_zz_probe_{os.getpid()}.py"
+    probe.write_text(body)
+    return probe
+
+
 def test_missing_scenes_fail_under_ci_and_skip_locally(tmp_path) -> None:
-    """Removing the shared scenes makes CI fail, not skip (issue 25's definition of done)."""
-    test = "tests/bench/test_runner.py::test_target_image_is_640x480_with_faces"
+    """Removing the shared scenes makes CI fail, not skip (issue 25's definition of done): a test that takes
+    the suite's `scenes_dir` fixture, with MASKLITE_SCENES_DIR pointing nowhere."""
+    probe = probe_module("def test_needs_scenes(scenes_dir):\n    assert scenes_dir.is_dir()\n")
+    test = f"tests/{probe.name}::test_needs_scenes"
     gone = str(tmp_path / "no-scenes")
-    local = _pytest([test], MASKLITE_SCENES_DIR=gone)
+    try:
+        local = _pytest([test], MASKLITE_SCENES_DIR=gone)
+        ci = _pytest([test], MASKLITE_SCENES_DIR=gone, CI="true")
+    finally:
+        probe.unlink()
     assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]
     assert f"SKIPPED {test}" in local.stdout and "NOT ALLOWED" in local.stdout
-    ci = _pytest([test], MASKLITE_SCENES_DIR=gone, CI="true")
     assert ci.returncode == 1, ci.stdout[-2000:]
     assert "CI must run this: MASKLITE_SCENES_DIR=" in ci.stdout
 
 
 def test_an_unlisted_skip_fails_the_ci_session(tmp_path) -> None:
     """A plain `pytest.skip` (no skip_or_fail) still fails CI: the allow-list hook sees every skip."""
-    probe = REPO_ROOT / "tests" / f"test_zz_probe_{os.getpid()}.py"
-    probe.write_text("import pytest\n\n\ndef test_quiet():\n    pytest.skip('quietly gone')\n")
+    probe = probe_module("import pytest\n\n\ndef test_quiet():\n    pytest.skip('quietly gone')\n")
     try:
         ci = _pytest([str(probe.relative_to(REPO_ROOT))], CI="true")
     finally:
