@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from masklite.card import ChecksumError
 from training.__main__ import main
 from training.dataset import DatasetError, load_images, scan_image_folder
 
@@ -104,8 +105,9 @@ def test_detector_failure_mid_prepare_writes_nothing(tmp_path, capsys, data_dir)
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not an onnx model")
     work = tmp_path / "work"
-    # OpenCV's own error, naming the file it could not parse (prepare detects with OpenCV's YuNet)
-    with pytest.raises(cv2.error, match="bogus.onnx"):
+    # refused by name: the card's sha256 check (masklite.faces.load_detector), or OpenCV's parser when a
+    # caller accepts another .onnx; never replaced by the shipped detector without a word
+    with pytest.raises((ChecksumError, cv2.error), match="bogus.onnx"):
         main(
             [
                 "prepare",
