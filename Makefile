@@ -36,12 +36,16 @@ serve-https: serve-deps  ## the same on the LAN over HTTPS, for phones: a self-s
 check: serve-deps  ## first-run check: models, detector, sha256s, threads, one detection + classification
 	$(PY) -m service check
 
+# extra pytest arguments, e.g. PYTEST_ARGS="--random-order-bucket=module" (what .ci/run passes) or
+# PYTEST_ARGS="--random-order-seed=123456" to replay the order of a CI run (its header prints the seed)
+PYTEST_ARGS ?=
+
 test: test-deps  ## ruff + the full suite, as CI runs it
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast:  ## skip docker, browser and slow tests
-	$(PY) -m pytest -m "not docker and not browser and not slow"
+test-fast:  ## skip docker, browser and slow tests (under 2 minutes on a quiet 2-core machine)
+	$(PY) -m pytest -m "not docker and not browser and not slow" $(PYTEST_ARGS)
 
 lint:
 	$(PY) -m ruff check .

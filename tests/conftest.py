@@ -3,7 +3,17 @@
 live_server       session-scoped base URL of a server with the shipped models and the YuNet detector
 server_factory    start more servers with custom MASKLITE_* env (missing detector, broken models, tiny
                   limits); all are stopped at the end of the session, or earlier with `.stop()`
-scene_samples     scenes-sample images with their VOC annotations (skip when MASKLITE_SCENES_DIR is unset)
+scene_samples     scenes-sample images with their VOC annotations (skip_or_fail when MASKLITE_SCENES_DIR is
+                  unset)
+
+The shell does not leak into the suite: at import, every MASKLITE_* variable except the asset paths and the
+suite's own switches (TEST_VARIABLES) is removed from this process's environment, so an exported
+MASKLITE_API_KEY or MASKLITE_MAX_INFLIGHT changes no test server and no in-process Settings(). A test sets
+what it needs through `server_factory.start(env)`.
+
+Skips: a missing asset calls `skip_or_fail` (a skip locally, a failure under CI=true). Under CI, every skip
+left must match tests/skip_allowlist.txt (pattern + why); the session fails on any other (see the hooks at
+the end).
 
 Asset paths come from MASKLITE_* variables. For a variable that is unset, and only in the test suite, the
 `../shared/` layout beside the checkout is the fallback (set here, at import, so subprocesses see it too):
@@ -13,7 +23,9 @@ fallback: it ships in models/.
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,15 +34,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import httpx
 import pytest
 
 from masklite.faces import iou  # noqa: F401 - re-exported: the tests match boxes with it
 from masklite.paths import resolve_detector_path
+from tests.helpers.skips import SkipLog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
+READY_LINE = re.compile(r" INFO (\d+) masklite\.runtime \[-\] ready in ")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # ../shared beside the checkout (see ../shared/README.md): variable -> path inside it
@@ -56,13 +72,46 @@ def apply_shared_fallbacks(environ: MutableMapping[str, str] = os.environ, share
 
 SHARED_APPLIED = apply_shared_fallbacks()
 
+# MASKLITE_* variables the suite keeps from the shell: where the assets are, and the suite's own switches.
+# Everything else (API key, limits, broker, threads...) is a server setting that a test sets explicitly.
+TEST_VARIABLES = frozenset(
+    {
+        *SHARED_FALLBACKS,
+        "MASKLITE_MODELS_DIR",  # the models under test (default: models/)
+        "MASKLITE_DETECTOR_PATH",  # an override of the shipped detector
+        "MASKLITE_HARDENING_PROFILE",  # ci | long (make reliability)
+        "MASKLITE_TEST_ARTIFACTS",  # where the browser test writes its screenshots
+        "MASKLITE_CHROMIUM",  # the browser binary
+    }
+)
 
-def skip_or_fail(reason: str) -> None:
-    """A missing tool or engine: skip with the reason locally; in CI (CI=true) it must be there, so fail."""
+
+def scrub_environ(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Drop every MASKLITE_* variable that is not in TEST_VARIABLES; returns the names dropped."""
+    dropped = sorted(k for k in environ if k.startswith("MASKLITE_") and k not in TEST_VARIABLES)
+    for name in dropped:
+        del environ[name]
+    return dropped
+
+
+SCRUBBED = scrub_environ()
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """A missing asset, tool or engine: skip with the reason locally; in CI (CI=true) it must be there, so
+    fail. Works in a test, a fixture or at module level."""
     print(f"\nnot run: {reason}")
     if IN_CI:
         pytest.fail(f"CI must run this: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_or_skip_or_fail(module: str, reason: str) -> ModuleType:
+    """`pytest.importorskip`, but a failure under CI=true (the locked dev dependencies have it all)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_or_fail(f"{reason} ({exc})")
 
 
 # ---------------------------------------------------------------- assets
@@ -73,7 +122,7 @@ def models_dir() -> Path:
     """The shipped models (or $MASKLITE_MODELS_DIR)."""
     path = Path(os.environ.get("MASKLITE_MODELS_DIR") or REPO_ROOT / "models")
     if not (path / "model_card.json").is_file():
-        pytest.skip(f"no model_card.json in {path}: build or fetch the models first (make build-models)")
+        skip_or_fail(f"no model_card.json in {path}: build or fetch the models first (make build-models)")
     return path
 
 
@@ -90,10 +139,10 @@ def detector_path() -> Path:
 def scenes_dir() -> Path:
     value = os.environ.get("MASKLITE_SCENES_DIR")
     if not value:
-        pytest.skip("MASKLITE_SCENES_DIR is unset: point it at datasets/scenes-sample")
+        skip_or_fail("MASKLITE_SCENES_DIR is unset: point it at datasets/scenes-sample")
     path = Path(value)
     if not (path / "images").is_dir() or not (path / "annotations").is_dir():
-        pytest.skip(f"MASKLITE_SCENES_DIR={path} has no images/ and annotations/")
+        skip_or_fail(f"MASKLITE_SCENES_DIR={path} has no images/ and annotations/")
     return path
 
 
@@ -147,7 +196,7 @@ def scene_samples(scenes_dir: Path) -> list[SceneSample]:
         if image.is_file():
             samples.append(SceneSample(xml_path.stem, image, width, height, faces))
     if not samples:
-        pytest.skip(f"no annotated images in {scenes_dir}")
+        skip_or_fail(f"no annotated images in {scenes_dir}")
     return samples
 
 
@@ -200,6 +249,18 @@ class ServerHandle:
         body = last.text if last is not None else "no answer"
         raise AssertionError(f"{path} not 200 after {timeout:.0f} s ({body}):\n{self.logs()[-4000:]}")
 
+    def ready_pids(self) -> set[str]:
+        """The processes that logged "ready in" (`<date> <time> INFO <pid> masklite.runtime [-] ready in`)."""
+        return set(READY_LINE.findall(self.logs()))
+
+    def wait_for_workers(self, n: int, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Until `n` worker processes say they are ready: /health/ready answers for one of them only."""
+        deadline = time.monotonic() + timeout
+        while len(self.ready_pids()) < n:
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.ready_pids())} of {n} workers ready:\n{self.logs()[-4000:]}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.alive():
             self.proc.terminate()
@@ -218,9 +279,11 @@ class ServerFactory:
         self.servers: list[ServerHandle] = []
 
     def start(self, env: dict[str, str] | None = None, wait: str | None = "/health/ready") -> ServerHandle:
-        """Start a server; `env` overrides MASKLITE_* defaults. wait=None returns at once."""
-        port = free_port()
+        """Start a server; `env` overrides MASKLITE_* defaults. wait=None returns at once. The process
+        environment it starts from holds no server setting from the shell (scrub_environ, at import)."""
+        port = int((env or {}).get("MASKLITE_PORT") or free_port())  # a given port: a server back on it
         full_env = dict(os.environ)
+        scrub_environ(full_env)  # again: a test may have exported one with monkeypatch
         full_env.update(
             {
                 "MASKLITE_HOST": "127.0.0.1",
@@ -246,6 +309,9 @@ class ServerFactory:
         if wait:
             try:
                 handle.wait_for(wait)
+                workers = int(full_env["MASKLITE_WORKERS"])
+                if wait == "/health/ready" and workers > 1:  # each uvicorn worker gets ready on its own
+                    handle.wait_for_workers(workers)
             except AssertionError:
                 handle.stop()
                 raise
@@ -281,3 +347,66 @@ def live_server(live_server_handle: ServerHandle) -> str:
 def client(live_server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server, timeout=60) as c:
         yield c
+
+
+# ---------------------------------------------------------------- the `slow` marker
+
+# What `make test-fast` leaves out besides Docker and the browser: whole modules, or single tests, that run
+# for several seconds each (their own servers, job processes, TensorFlow). Seconds: the module's total in a
+# suite run on the shared 2-core machine (loaded, so upper bounds); a test module may also mark itself.
+SLOW: dict[str, str] = {
+    "tests/training/test_pipeline.py": "TensorFlow: one-epoch training, export, Keras parity (80 s)",
+    "tests/training/test_micro.py": "TFLM arena measurement (45 s)",
+    "tests/training/test_accuracy_gate.py": "cross-source sets through detector + model (26 s)",
+    "tests/training/test_sources.py": "YuNet over every cross-source image (12-28 s)",
+    "tests/bench/test_ci.py": "a benchmark job on a live server (30-50 s)",
+    "tests/service/test_jobqueue.py": "job processes on SQLite and Redis, leases (210 s)",
+    "tests/service/test_jobs.py": "robustness jobs on their own servers (120 s)",
+    "tests/service/test_benchmark_job.py": "benchmark jobs (38 s)",
+    "tests/service/test_jobkinds.py": "fresh interpreters checking imports (27 s)",
+    "tests/service/test_check.py": "`python -m service check` runs (28 s)",
+    "tests/service/test_service_health.py": "one server per broken models folder (26 s)",
+    "tests/service/test_service_decision.py": "a server on a crafted card (14 s)",
+    "tests/service/test_detector_runtime.py": "a server per detector runtime (40 s)",
+    "tests/hardening/test_overload.py": "200 clients flood a server (41 s)",
+    "tests/hardening/test_fuzz.py": "schemathesis against a server (29 s)",
+    "tests/hardening/test_faults.py": "servers on corrupt models and a full disk (26 s)",
+    "tests/robustness/test_report.py": "robustness grids on the tiny models (25 s)",
+    "tests/robustness/test_cli.py": "CLI runs with a process pool (23 s)",
+    "tests/test_tools.py": "tools/ scripts, one runs pytest (44 s)",
+    "tests/service/test_service_metrics.py::test_metrics_are_summed_over_the_workers": "2 workers (17 s)",
+    "tests/test_suite_infra.py::test_missing_scenes_fail_under_ci_and_skip_locally": "2 pytest runs (8 s)",
+    "tests/test_suite_infra.py::test_an_unlisted_skip_fails_the_ci_session": "a pytest run (4 s)",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path in SLOW or item.nodeid.split("[", 1)[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
+# ---------------------------------------------------------------- skips under CI
+
+_SKIPS = SkipLog()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SKIPS.record(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _SKIPS.record(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a skip that tests/skip_allowlist.txt does not name fails the run (exit 1)."""
+    if IN_CI and _SKIPS.unexpected() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every skipped test by name, allowed or not, and what CI makes of it."""
+    for line in _SKIPS.summary(IN_CI):
+        terminalreporter.write_line(line)

@@ -14,6 +14,11 @@ from tests.conftest import REPO_ROOT, skip_or_fail
 K8S = REPO_ROOT / "k8s"
 
 
+# the Kubernetes release the manifests are checked against: the newest schema of the locked
+# kubernetes-validate (1.37.0, requirements/dev.txt)
+K8S_VERSION = "1.37.0"
+
+
 def documents() -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted(K8S.glob("*.yaml")):
@@ -31,9 +36,13 @@ def test_manifest_matches_the_kubernetes_schema(path: Path, doc: dict[str, Any])
         import kubernetes_validate
     except ImportError:
         skip_or_fail("kubernetes-validate not installed (pip install -e '.[dev]')")
-    version = kubernetes_validate.latest_version()
+    from kubernetes_validate.utils import all_versions
+
+    # a fixed release, not latest_version(): a new kubernetes-validate (a re-lock) must not change what is
+    # checked behind our back
+    assert K8S_VERSION in all_versions(), f"no {K8S_VERSION} schema in kubernetes-validate: update it"
     try:
-        kubernetes_validate.validate(doc, version, strict=True)
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         pytest.fail(
             f"{path.name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}"

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, skip_or_fail
 from tests.hardening.hardening_support import assert_envelope, rss_mb
 
 API_KEY = "faults-key"
@@ -122,7 +122,7 @@ def full_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         text=True,
     )
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root / CAP_SYS_ADMIN): {res.stderr.strip()}")
+        skip_or_fail(f"cannot mount a small tmpfs to fill (needs root / CAP_SYS_ADMIN): {res.stderr.strip()}")
     try:
         (mnt / "jobs").mkdir()
         filler = mnt / "filler"

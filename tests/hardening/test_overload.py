@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import threading
@@ -26,7 +25,8 @@ import pytest
 from bench.images import load_scenes, make_target_image
 from bench.loadgen import LoadConfig, run_load_sync
 from tests.conftest import ServerFactory, ServerHandle
-from tests.hardening.hardening_support import long_only, rss_mb, wait_healthy
+from tests.hardening.hardening_support import LONG, long_only, rss_mb, wait_healthy
+from tests.helpers.http import read_all, stalled_upload
 
 CLIENTS = 200
 CLIENT_TIMEOUT_S = 30.0
@@ -190,17 +190,22 @@ def overload(handle: ServerHandle, image: bytes, duration_s: float, record_prope
         -3000:
     ]
     assert len(server_ms) == int(codes.get("200", 0)), (len(server_ms), codes)
-    assert server_p99 <= server_bound, (server_p99, server_bound)
-    if len(in_order) >= 30:  # no growth over the run: the last third is no slower than the first
-        third = len(in_order) // 3
-        first, last = statistics.median(in_order[:third]), statistics.median(in_order[-third:])
-        assert last <= 2 * first + SERVER_P99_FLOOR_MS, (first, last)
-    # the event loop kept answering: every liveness probe answered, within the client timeout
+    # the event loop kept answering: every liveness probe answered, within the client timeout (a deadline:
+    # a probe that waited longer was not answered at all as far as any client is concerned)
     assert live_max < CLIENT_TIMEOUT_S * 1e3, live_ms
     assert rss_peak < rss_before + RSS_GROWTH_MB, (rss_before, rss_peak)
-    # recovered: nothing left in flight, single requests as fast as before
+    # recovered: nothing left in flight
     assert httpx.get(handle.url + "/health/ready").json()["inflight"] == 0
-    assert p50_after <= RECOVERY_SLACK * p50_before + RECOVERY_FLOOR_MS, (before, after)
+    # Latency under and after the flood is a measurement of a quiet machine: on the shared 2-core CI box the
+    # suite's other processes decide it. The long profile (`make reliability`, RELIABILITY.md) holds these
+    # bounds; the short one records the figures above and checks what does not depend on the clock.
+    if LONG:
+        assert server_p99 <= server_bound, (server_p99, server_bound)
+        if len(in_order) >= 30:  # no growth over the run: the last third is no slower than the first
+            third = len(in_order) // 3
+            first, last = statistics.median(in_order[:third]), statistics.median(in_order[-third:])
+            assert last <= 2 * first + SERVER_P99_FLOOR_MS, (first, last)
+        assert p50_after <= RECOVERY_SLACK * p50_before + RECOVERY_FLOOR_MS, (before, after)
 
 
 @pytest.fixture(scope="module")
@@ -230,25 +235,6 @@ def test_overload_30s_fresh_server(
         handle.stop()
 
 
-def stalled_upload(url: str, declared: int = 200_000) -> socket.socket:
-    """A client that is admitted (headers + a few body bytes) and then stops sending."""
-    host, port = url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)), timeout=30)
-    s.sendall(
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-        + f"Content-Length: {declared}\r\n\r\n".encode()
-        + b"\xff\xd8\xff\xe0"
-    )
-    return s
-
-
-def read_all(s: socket.socket) -> str:
-    chunks = []
-    while chunk := s.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def test_stalled_uploads_release_their_slots(
     server_factory: ServerFactory, camera_frame: bytes, record_property: Callable
 ) -> None:
@@ -266,8 +252,10 @@ def test_stalled_uploads_release_their_slots(
     try:
         t0 = time.monotonic()
         stalled = [stalled_upload(handle.url) for _ in range(2)]
-        time.sleep(0.5)
         with httpx.Client(base_url=handle.url, timeout=30) as c:
+            deadline = time.monotonic() + timeout_s  # both admitted: an event, not a 0.5 s guess
+            while c.get("/health/ready").json()["inflight"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
             files = {"file": ("f.jpg", camera_frame, "image/jpeg")}
             busy = c.post("/v1/predict", files=files)
             assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded", busy.text
@@ -275,6 +263,8 @@ def test_stalled_uploads_release_their_slots(
             freed_after = time.monotonic() - t0
             for a in answers:
                 assert a.startswith("HTTP/1.1 408") and "request_timeout" in a, a[:300]
+            # a deadline the product promises: 408 at MASKLITE_BODY_TIMEOUT_S (2 s) after the last byte;
+            # +5 s for a loaded 2-core machine; a slot held to the 30 s socket timeout fails it
             assert freed_after < timeout_s + 5, freed_after
             ok = c.post("/v1/predict", files=files)
             assert ok.status_code == 200, ok.text

@@ -13,6 +13,7 @@ from PIL import Image
 
 from masklite.card import ModelCard, load_card
 from masklite.evalset import EvalSetError, EvalSetLimits, load_evalset, load_evalset_file
+from tests.conftest import skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_evalset_loads_a_valid_zip(card: ModelCard) -> None:
 def test_shipped_evalset_matches_the_card(models_dir: Path, card: ModelCard) -> None:
     path = models_dir / "evalset.zip"
     if not path.is_file():
-        pytest.skip("no shipped evalset.zip")
+        skip_or_fail("no shipped evalset.zip")
     ev = load_evalset_file(path, card)
     assert len(ev) >= 100 and all(n > 0 for n in ev.counts().values())
     # sampling before decoding keeps exactly the images that subsetting after decoding keeps

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from masklite.card import UNKNOWN_LABEL, ModelCard, load_card
-from masklite.classifier import Classifier
-from masklite.faces import Detection, YuNet, load_detector
+from masklite.card import MASK_LABEL, UNKNOWN_LABEL, ModelCard, load_card
+from masklite.classifier import Classifier, preprocess
+from masklite.faces import Detection, YuNet, crop_face, load_detector
+from masklite.image import decode_image
 from masklite.paths import DEFAULT_MODELS_DIR
 from masklite.pipeline import (
     NO_DETECTOR_WARNING,
@@ -134,4 +136,14 @@ def test_real_detector_and_tiny_classifier_on_the_sample(
     data = (DEFAULT_MODELS_DIR / "samples" / "astronaut_pair.jpg").read_bytes()
     res = predict_image(data, Models(tiny_card, tiny_classifier, detector), PredictOptions())
     assert len(res.faces) == 2
-    assert all(f.label in tiny_card.labels for f in res.faces)
+    # the same faces, step by step outside the pipeline: decode, detect, crop with the card's margin,
+    # preprocess (float path, not the pipeline's pixel lookup table), classify, decide
+    rgb = decode_image(data)
+    boxes = [d.box for d in detector.detect(rgb)]
+    crops = [crop_face(rgb, box, tiny_card.crop_margin) for box in boxes]
+    probs = tiny_classifier.predict(preprocess(crops, tiny_card.model_input(res.precision)))
+    mask = tiny_card.labels.index(MASK_LABEL)
+    assert [f.box for f in res.faces] == boxes
+    for face, box, p in zip(res.faces, boxes, probs, strict=True):
+        assert face.mask_probability == pytest.approx(float(p[mask]), abs=1e-4)
+        assert face.label == decide_label(tiny_card, float(p[mask]), box, res.precision)

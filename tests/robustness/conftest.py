@@ -20,6 +20,7 @@ from masklite.card import ModelCard, load_card
 from masklite.evalset import EvalSet, load_evalset_file
 from robustness.evaluate import load_model_for
 from robustness.surgery import TFLiteModel
+from tests.conftest import skip_or_fail
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 N_IMAGES = 40
@@ -92,14 +93,14 @@ def card(models_dir: Path) -> ModelCard:
 def evalset(models_dir: Path, card: ModelCard) -> EvalSet:
     path = models_dir / "evalset.zip"
     if not path.is_file():
-        pytest.skip(f"no {path}: the training pipeline writes it (make build-models)")
+        skip_or_fail(f"no {path}: the training pipeline writes it (make build-models)")
     return load_evalset_file(path, card).subset(N_IMAGES, seed=0)
 
 
 @pytest.fixture(scope="module", params=["int8", "float32"])
 def model(request: pytest.FixtureRequest, models_dir: Path, card: ModelCard) -> TFLiteModel:
     if request.param not in card.models:
-        pytest.skip(f"the card has no {request.param} model")
+        skip_or_fail(f"the card has no {request.param} model")
     return load_model_for(card, models_dir, request.param)[0]
 
 

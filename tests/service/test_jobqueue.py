@@ -15,6 +15,7 @@ import pickle
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from service.jobqueue.job_runner import HOSTNAME
 from service.jobqueue.model import FINISHED, Job, QueueFull, register_job_kind
 from service.jobqueue.queue import LOST, JobQueue
 from service.jobqueue.store import JobStore, RedisStore, SqliteStore
-from tests.conftest import free_port, skip_or_fail
+from tests.conftest import REPO_ROOT, free_port, skip_or_fail
 
 TIMEOUT_S = 60
 
@@ -243,18 +244,31 @@ def test_job_runs_on_the_worker_and_every_replica_sees_it(pair: tuple[JobQueue, 
     assert worker.get(done.id).state == "done"  # the same record from the other side
 
 
+def wait_for_steps(api: JobQueue, job_id: str, steps: int) -> int:
+    """The job's done_steps (its partial result) once it reaches `steps`."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        done_steps = (api.get(job_id).partial or {}).get("done_steps", 0)
+        if done_steps >= steps:
+            return done_steps
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {steps} steps in {TIMEOUT_S} s")
+
+
 def test_cancel_through_one_replica_kills_the_job_on_the_worker(pair: tuple[JobQueue, JobQueue]) -> None:
     api, worker = pair
-    long = api.submit("test-sleep", {"steps": 600, "dt": 0.1})
+    # ~28 h of steps: it never ends on its own, so the exclusive job below can only run once it is killed
+    long = api.submit("test-sleep", {"steps": 1_000_000, "dt": 0.1})
     wait_for(api, long.id, {"running"})
     queued = api.submit("test-alone", {"steps": 1})  # exclusive: waits for the long one to leave the host
-    time.sleep(1.5)
+    # events, not a clock: while the long job makes 5 more steps, the exclusive one stays queued
+    steps_then = wait_for_steps(api, long.id, 1)
+    wait_for_steps(api, long.id, steps_then + 5)
     assert api.get(queued.id).state == "queued"
-    t0 = time.monotonic()
     assert worker.cancel(long.id).state == "cancelled"  # cancelled on the "other" replica
     assert api.get(long.id).error == "cancelled by the client"
-    done = wait_for(api, queued.id, {"done", "failed"})  # the host is free again
-    assert done.state == "done" and time.monotonic() - t0 < 15
+    done = wait_for(api, queued.id, {"done", "failed"})  # the host is free again: the long job was killed
+    assert done.state == "done", done.error
     assert api.get(long.id).state == "cancelled"
 
 
@@ -379,9 +393,61 @@ def test_embedded_queue_needs_no_broker_and_one_runner_per_folder(tmp_path: Path
         j = b.submit("test-sleep", {"steps": 2})
         assert wait_for(a, j.id, {"done", "failed"}).state == "done"
         assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()  # records and queue in one file
-        assert os.listdir(tmp_path / "jobs" / j.id) == ["steps.json"] or "steps.json" in os.listdir(
-            tmp_path / "jobs" / j.id
-        )
+        # the job's own files, in its own folder (the queue's files stay in the jobs folder's root)
+        assert sorted(os.listdir(tmp_path / "jobs" / j.id)) == ["not an artifact.exe", "steps.json"]
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------------ `python -m service worker --check`
+
+
+def _worker_env(backend: tuple[str | None, Path], **extra: str) -> dict[str, str]:
+    url, jobs_dir = backend
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKLITE_")}
+    env.update(MASKLITE_JOBS_DIR=str(jobs_dir), MASKLITE_JOB_LEASE_S="4", PYTHONUNBUFFERED="1", **extra)
+    if url:
+        env["MASKLITE_BROKER_URL"] = url
+    return env
+
+
+def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "worker", "--check"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_worker_check_follows_a_real_worker(backend: tuple[str | None, Path], tmp_path: Path) -> None:
+    """The container health check: unhealthy with no worker, ok once `python -m service worker` runs on this
+    host, unhealthy again after it stopped (it unregisters), unhealthy when the broker is unreachable."""
+    env = _worker_env(backend)
+    Path(env["MASKLITE_JOBS_DIR"]).mkdir(parents=True, exist_ok=True)
+    none = _check(env)
+    assert none.returncode == 1 and none.stdout.startswith(f"unhealthy: 0 worker(s) on {HOSTNAME}"), none
+    with open(tmp_path / "worker.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "service", "worker"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        ok = _check(env)
+        while ok.returncode != 0 and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ok = _check(env)
+        assert ok.returncode == 0, (ok, (tmp_path / "worker.log").read_text()[-3000:])
+        assert ok.stdout.startswith(f"ok: 1 worker(s) on {HOSTNAME}"), ok.stdout
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    gone = _check(env)
+    assert gone.returncode == 1 and "unhealthy: 0 worker(s)" in gone.stdout, gone
+
+
+def test_worker_check_with_the_broker_down(tmp_path: Path) -> None:
+    env = _worker_env((f"redis://127.0.0.1:{free_port()}/0", tmp_path / "jobs"))
+    down = _check(env)
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy: "), down
+    assert "Traceback" not in down.stderr, down.stderr

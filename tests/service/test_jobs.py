@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from bench.server import spawned_children
+from tests.conftest import skip_or_fail
 
 SMALL = {"layers": [-1], "kinds": ["multiply"], "scalars": [0, 1], "max_images": 20}
 LONG = {"layers": "all", "kinds": ["multiply", "add"]}
@@ -99,7 +100,7 @@ def small_evalset(models_dir: Path, per_label: int = 5) -> bytes:
     """A few real crops from the shipped evaluation set, re-zipped (a valid client upload)."""
     path = models_dir / "evalset.zip"
     if not path.is_file():
-        pytest.skip(f"no {path}")
+        skip_or_fail(f"no {path}")
     out: dict[str, bytes] = {}
     counts: dict[str, int] = {}
     with zipfile.ZipFile(path) as zf:
@@ -419,3 +420,36 @@ def test_multipart_with_an_unknown_part_is_422(kc: httpx.Client) -> None:
     assert resp.status_code == 422 and "unexpected multipart part" in resp.json()["error"]["message"]
     resp = kc.post("/v1/robustness", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert resp.status_code == 422 and "JSON object" in resp.json()["error"]["message"]
+
+
+def test_job_list_filters(server_factory: Any, tmp_path: Path) -> None:
+    """GET /v1/jobs?kind=&state=&limit= on a server of its own (it knows every job there): each filter keeps
+    exactly the matching jobs, newest first, the counts stay totals, bad values are 422 envelopes."""
+    server = server_factory.start({"MASKLITE_JOBS_DIR": str(tmp_path / "jobs")}, wait="/health/live")
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        done = c.post("/v1/robustness", json=SMALL).json()["job_id"]
+        assert wait_state(c, done, {"done", "failed"})["state"] == "done"
+        cancelled = c.post("/v1/robustness", json=LONG).json()["job_id"]
+        wait_state(c, cancelled, {"running"})
+        assert c.delete(f"/v1/jobs/{cancelled}").json()["state"] == "cancelled"
+
+        def ids(**params: Any) -> list[str]:
+            r = c.get("/v1/jobs", params=params)
+            assert r.status_code == 200, r.text
+            return [j["id"] for j in r.json()["jobs"]]
+
+        assert ids() == [cancelled, done]  # newest first
+        assert ids(state="done") == [done]
+        assert ids(state="cancelled") == [cancelled]
+        assert ids(state="running") == [] and ids(state="queued") == []
+        assert ids(kind="robustness") == [cancelled, done]
+        assert ids(kind="benchmark") == []
+        assert ids(kind="robustness", state="done") == [done]
+        assert ids(limit=1) == [cancelled]
+        body = c.get("/v1/jobs", params={"state": "done"}).json()
+        assert (body["running"], body["queued"]) == (0, 0)
+        for bad in ({"state": "finished"}, {"limit": 0}, {"limit": 1001}, {"kind": "k" * 33}):
+            r = c.get("/v1/jobs", params=bad)
+            assert r.status_code == 422, (bad, r.text)
+            assert set(r.json()) == {"error"} and r.json()["error"]["code"], r.text
+    server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from masklite.paths import YUNET_FILENAME
-from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle, flip_middle_byte
+from tests.conftest import REPO_ROOT, STARTUP_TIMEOUT_S, ServerFactory, ServerHandle, flip_middle_byte
 
 
 def jpeg() -> bytes:
@@ -62,20 +63,26 @@ def test_models_endpoint(live_server: str, models_dir: Path) -> None:
 
 
 def test_not_ready_until_warmed_up(server_factory: ServerFactory) -> None:
+    """A warm-up that cannot finish while the test looks (a million runs): once the server says it is
+    warming, it is not ready and refuses predicts with Retry-After. No race on how fast 60 runs go; that
+    a finished warm-up makes it ready is what every other test server's start waits for."""
     handle = server_factory.start(
-        {"MASKLITE_WARMUP_RUNS": "60", "MASKLITE_THREADS": "1"}, wait="/health/live"
+        {"MASKLITE_WARMUP_RUNS": "1000000", "MASKLITE_THREADS": "1"}, wait="/health/live"
     )
     try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         r = httpx.get(f"{handle.url}/health/ready")
+        while r.json()["phase"] != "warming":  # loading the models first
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.1)
+            r = httpx.get(f"{handle.url}/health/ready")
         assert r.status_code == 503, r.text
         assert r.json()["ready"] is False
-        assert r.json()["phase"] in ("starting", "loading", "warming")
         assert r.headers["retry-after"]
         p = upload(handle.url)
         assert p.status_code == 503 and p.json()["error"]["code"] == "not_ready"
         assert p.headers["retry-after"]
-        handle.wait_for("/health/ready")
-        assert upload(handle.url).status_code == 200
+        assert httpx.get(f"{handle.url}/health/ready").json()["phase"] == "warming"
     finally:
         handle.stop()
 
@@ -143,6 +150,26 @@ def test_corrupt_shipped_detector_is_not_ready(
     try:
         _assert_detector_not_ready(handle, "sha256", broken)
         assert httpx.get(f"{handle.url}/health/ready").json()["detector"]["sha256_ok"] is False
+    finally:
+        handle.stop()
+
+
+def test_corrupt_litert_detector_is_not_ready(
+    server_factory: ServerFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    """The file the default runtime really loads (the derived LiteRT YuNet), one byte flipped: its own
+    sha256 in the card's runtime_files stops it, as the .onnx's does for OpenCV."""
+    broken = _copy_models(models_dir, tmp_path / "models")
+    card = json.loads((broken / "model_card.json").read_text())
+    assert card["detector"]["runtime"] == "litert"
+    tflite = broken / card["detector"]["runtime_files"]["litert"]["file"]
+    flip_middle_byte(tflite)
+    env = {"MASKLITE_MODELS_DIR": str(broken), "MASKLITE_DETECTOR_PATH": ""}
+    handle = server_factory.start(env, wait="/health/live")
+    try:
+        _assert_detector_not_ready(handle, "sha256", broken)
+        # (/health/ready's detector.sha256_ok speaks of the card's .onnx only, which is intact here)
+        assert tflite.name in handle.logs()  # the log names the file (the answers do not: no server paths)
     finally:
         handle.stop()
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from masklite.card import load_card
 from masklite.faces import match_boxes
 from tests.conftest import AnnotatedFace, SceneSample
+from tests.helpers.bounds import card_floor
 
 IOU_MATCH = 0.3
 MIN_CROP_SIDE = 48
@@ -65,35 +68,52 @@ def _score(scene_samples: list[SceneSample], results: dict[str, dict]) -> dict[s
     }
 
 
+@pytest.fixture(scope="module")
+def scene_card(models_dir: Path) -> dict[str, dict]:
+    """The card's figures on the scenes sample (the data CI always has), per precision: `detected`."""
+    card = load_card(models_dir)
+    return {p: card.models[p].metrics["scenes"]["detected"] for p in ("int8", "float32")}
+
+
 @pytest.mark.parametrize("precision", ["int8", "float32"])
 def test_scene_faces_are_found_and_labelled(
-    precision: str, scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]]
+    precision: str,
+    scene_samples: list[SceneSample],
+    scene_results: dict[str, dict[str, dict]],
+    scene_card: dict[str, dict],
 ) -> None:
+    """The card's scene figures, each down to the low end of its Wilson interval (tests/helpers/bounds.py):
+    masked faces found (card 84.1 % of 88), faces found (86.4 % of 118), labels right on the faces found
+    (99.0 % of 102)."""
     score = _score(scene_samples, scene_results[precision])
+    card = scene_card[precision]
+    annotated = sum(len(s.faces) for s in scene_samples)
+    masked = sum(a.label == "with_mask" for s in scene_samples for a in s.faces)
     print(f"{precision}: {score}")
-    # masked faces must be found; scenes-sample boxes are loose and not every face is annotated,
-    # so demand a high share rather than every face
-    assert score["recall_with_mask"] >= 0.6, score
-    assert score["accuracy_on_found"] >= 0.85, score
-    assert score["matched"] >= 40, score
+    assert annotated == card["annotated"], "the scenes sample is not the one the card was scored on"
+    assert score["recall_with_mask"] >= card_floor(card["recall_per_class"]["with_mask"], masked), score
+    assert score["matched"] / annotated >= card_floor(card["face_recall"], annotated), score
+    assert score["accuracy_on_found"] >= card_floor(card["accuracy"], card["n"]), score
 
 
 def test_known_masked_and_unmasked_faces_get_their_labels(
-    scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]]
+    scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]], scene_card: dict[str, dict]
 ) -> None:
-    """Per class: found faces of each label mostly come back with that label."""
+    """Per class: found faces of each label come back with that label as often as the card says (down to the
+    low end of its Wilson interval: with_mask 98.6 % of 74, without_mask 100 % of 28)."""
     per_class: dict[str, list[bool]] = {"with_mask": [], "without_mask": []}
     for s in scene_samples:
         for a, f in match(s.faces, scene_results["int8"][s.name]["faces"]):
             if f is not None:
                 per_class[a.label].append(f["label"] == a.label)
     assert per_class["with_mask"] and per_class["without_mask"], per_class
-    assert np.mean(per_class["with_mask"]) >= 0.85, per_class
-    assert np.mean(per_class["without_mask"]) >= 0.6, per_class
+    for label, right in per_class.items():
+        card = scene_card["int8"]["per_class"][label]
+        assert np.mean(right) >= card_floor(card["accuracy"], card["n"]), (label, right)
 
 
 def test_float32_and_int8_agree(
-    scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]]
+    scene_samples: list[SceneSample], scene_results: dict[str, dict[str, dict]], scene_card: dict[str, dict]
 ) -> None:
     """Same boxes (one detector), same labels on the annotated faces, probabilities close on average."""
     agree = total = 0
@@ -109,10 +129,13 @@ def test_float32_and_int8_agree(
                 total += 1
                 agree += f["label"] == by_box[tuple(f["box"])]["label"]
     print(f"int8/float32: labels agree on {agree}/{total} annotated faces; |dp| mean {np.mean(diffs):.3f}")
-    assert total >= 40
-    assert agree / total >= 0.95
-    # quantisation moves probabilities a little on average; a single uncertain face may move more
-    assert np.mean(diffs) < 0.08
+    assert total == scene_card["int8"]["matched"], (total, scene_card["int8"]["matched"])
+    # the card scores both precisions alike on every found face: agreement 1.0, down to its Wilson floor
+    assert agree / total >= card_floor(1.0, total)
+    # mean |dp| over every detected face: 0.024 measured here (locked wheels); the evaluation set's clean
+    # crops hold 0.02 (test_shipped_models.py), scene faces are smaller and harder; 0.04 allows 1.7x that,
+    # and quantisation gone wrong moves it by tenths
+    assert np.mean(diffs) < 0.04
 
 
 def test_response_shape(http: httpx.Client, scene_samples: list[SceneSample]) -> None:

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import SceneSample, iou
-from tests.hardening.test_overload import stalled_upload
-from tests.service.test_service_metrics import _value
+from tests.helpers.http import metric_value, stalled_upload
 
 SOLO = "masklite_solo_requests_total"
 
@@ -24,7 +23,7 @@ def _predict(c: httpx.Client, data: bytes) -> list[dict]:
 
 def _wait_inflight(c: httpx.Client, n: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while _value(c.get("/metrics").text, "masklite_inflight_requests") != n:
+    while metric_value(c.get("/metrics").text, "masklite_inflight_requests") != n:
         if time.monotonic() > deadline:
             pytest.fail(f"the stalled upload was not admitted: in flight != {n}")
         time.sleep(0.05)
@@ -35,15 +34,15 @@ def test_a_lone_request_runs_solo_and_one_with_company_does_not(
 ) -> None:
     scene = max(scene_samples, key=lambda s: len(s.faces))
     with httpx.Client(base_url=live_server, timeout=60) as c:
-        before = _value(c.get("/metrics").text, SOLO)
+        before = metric_value(c.get("/metrics").text, SOLO)
         alone = _predict(c, scene.data)
-        after_alone = _value(c.get("/metrics").text, SOLO)
+        after_alone = metric_value(c.get("/metrics").text, SOLO)
         # company: an admitted upload that stalls holds the other in-flight slot
         stalled = stalled_upload(live_server)
         try:
             _wait_inflight(c, 1)
             company = _predict(c, scene.data)
-            after_company = _value(c.get("/metrics").text, SOLO)
+            after_company = metric_value(c.get("/metrics").text, SOLO)
         finally:
             stalled.close()
     assert after_alone == before + 1

@@ -23,14 +23,14 @@ from masklite.faces import match_boxes
 from masklite.image import decode_image_reduced
 from masklite.pipeline import Models, PredictOptions, predict_image
 from service.schemas import MAX_DETECT_SIZE, MIN_DETECT_SIZE
-from tests.conftest import SceneSample
+from tests.conftest import SceneSample, skip_or_fail
 
 
 @pytest.mark.parametrize("precision", ["int8", "float32", "micro"])
 def test_one_invoke_for_all_faces_gives_the_same_probabilities(models_dir: Path, precision: str) -> None:
     card = load_card(models_dir)
     if precision not in card.models:
-        pytest.skip(f"no {precision} model in the card")
+        skip_or_fail(f"no {precision} model in the card")
     clf = Classifier(verify_model_file(card, models_dir, precision))
     h, w = clf.input_size
     x = np.random.default_rng(0).uniform(-1, 1, (MAX_BATCH + 3, h, w, 3)).astype(np.float32)
@@ -122,8 +122,17 @@ def test_detect_size_is_bounded_and_changes_what_is_found(
         small, default, large = (post(size) for size in (MIN_DETECT_SIZE, None, MAX_DETECT_SIZE))
         for r in (small, default, large):
             assert r.status_code == 200, r.text
-        n_small, n_default = len(small.json()["faces"]), len(default.json()["faces"])
+        n_small, n_default, n_large = (len(r.json()["faces"]) for r in (small, default, large))
         assert n_small < n_default, "a 160 px detector input finds fewer of a crowd's faces"
+        # the largest input is the same photo seen in more detail: boxes in the photo's own pixels, each
+        # inside it, and at least as many of the crowd's faces as the default input finds
+        body = large.json()
+        assert (body["image"]["width"], body["image"]["height"]) == (crowded.width, crowded.height)
+        for face in body["faces"]:
+            x, y, w, h = face["box"]
+            assert min(x, y) >= 0 and min(w, h) > 0, face
+            assert x + w <= crowded.width and y + h <= crowded.height, face
+        assert n_large >= n_default, (n_large, n_default)
         r = c.post("/v1/predict/snapshot", json={**snapshot, "detect_size": MIN_DETECT_SIZE})
         assert r.status_code == 200 and len(r.json()["faces"]) == n_small
 

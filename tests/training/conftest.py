@@ -1,5 +1,6 @@
 """Training-test fixtures: real asset paths from the environment (or the ../shared fallback in
-tests/conftest.py); a test skips with a reason when one is absent. The detector ships in models/."""
+tests/conftest.py); a test skips with a reason when one is absent, and fails under CI=true
+(skip_or_fail). The detector ships in models/."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from masklite.paths import (
     ENV_SCENES_DIR,
     resolve_detector_path,
 )
+from tests.conftest import import_or_skip_or_fail, skip_or_fail
 
 
 def _env_dir(name: str) -> Path:
     value = os.environ.get(name)
     if not value:
-        pytest.skip(f"{name} is not set (the real asset is needed for this test)")
+        skip_or_fail(f"{name} is not set (the real asset is needed for this test)")
     path = Path(value)
     if not path.exists():
-        pytest.skip(f"{name}={value} does not exist")
+        skip_or_fail(f"{name}={value} does not exist")
     return path
 
 
@@ -58,10 +60,10 @@ def scenes_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     if not (DEFAULT_MODELS_DIR / "model_card.json").is_file():
-        pytest.skip("models/model_card.json not built yet (run `python -m training build`)")
+        skip_or_fail("models/model_card.json not built yet (run `python -m training build`)")
     return DEFAULT_MODELS_DIR
 
 
 @pytest.fixture(scope="session")
 def tf():
-    return pytest.importorskip("tensorflow", reason="TensorFlow (extra `train`) is not installed")
+    return import_or_skip_or_fail("tensorflow", "TensorFlow (extra `train`) is not installed")

@@ -13,8 +13,9 @@ import pytest
 from masklite.card import ModelCard, load_card, verify_model_file
 from masklite.classifier import preprocess
 from masklite.image import decode_image
+from tests.conftest import import_or_skip_or_fail, skip_or_fail
 
-pytest.importorskip("tflite_micro", reason="tflite-micro (dev extra) is not installed")
+import_or_skip_or_fail("tflite_micro", "tflite-micro (dev extra) is not installed")
 
 from training.micro.tflm import agreement, arena_works, min_arena, quantize_input  # noqa: E402
 
@@ -26,7 +27,7 @@ MAX_CROPS = 200
 def card(models_dir: Path) -> ModelCard:
     card = load_card(models_dir)
     if "micro" not in card.models:
-        pytest.skip("models/model_card.json has no models.micro: run `python -m training micro`")
+        skip_or_fail("models/model_card.json has no models.micro: run `python -m training micro`")
     return card
 
 
@@ -47,7 +48,7 @@ def _real_crops(models_dir: Path) -> tuple[list[np.ndarray], str]:
     if crops.is_file():
         with np.load(crops) as z:
             return list(z["crops"][:: max(1, len(z["crops"]) // MAX_CROPS)][:MAX_CROPS]), str(crops)
-    pytest.skip("no real crops: neither models/evalset.zip nor work/features/crops_test.npz exists")
+    skip_or_fail("no real crops: neither models/evalset.zip nor work/features/crops_test.npz exists")
 
 
 def test_tflm_matches_litert_on_real_crops(card: ModelCard, micro_path: Path, models_dir: Path) -> None:

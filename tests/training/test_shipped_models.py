@@ -62,4 +62,7 @@ def test_shipped_float32_int8_agree_on_evalset(models_dir):
     assert np.abs(probs["int8"] - probs["float32"]).mean() <= 0.02
     for p in ("float32", "int8"):
         acc = float((probs[p].argmax(1) == y).mean())
-        assert abs(acc - card.models[p].metrics["evalset"]["accuracy"]) < 1e-9, p
+        # the card's figure, give or take one crop of the n: another LiteRT/XNNPACK build may round a crop
+        # that sits on the decision boundary the other way; a real change moves several
+        one_crop = 1 / len(y)
+        assert abs(acc - card.models[p].metrics["evalset"]["accuracy"]) <= one_crop + 1e-12, (p, acc)
