@@ -92,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(robustness.router)
     app.include_router(benchmark.router)
     app.include_router(video.router)
-    app.include_router(video.router)
 
     app.openapi = _openapi_with_envelope(app)  # type: ignore[method-assign]
     return app

@@ -19,25 +19,17 @@ from pathlib import Path
 
 import cv2
 import httpx
-import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import REPO_ROOT, AnnotatedFace, SceneSample, ServerFactory, iou, skip_or_fail
-from tests.web.conftest import CHROMIUM_FLAGS
+from tests.conftest import REPO_ROOT, SceneSample, ServerFactory, skip_or_fail
+from tests.helpers.browser import FLAGS, check_found, overlay_painted_pixels, write_y4m
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 SNAPSHOT_MAX_SIDE = 640  # service/static/app.js: the camera frame is scaled to this before it is sent
-IOU_MATCH = 0.3
-VIDEO_FPS = 10
 WAIT_MS = 60_000
 
-FLAGS = [
-    *CHROMIUM_FLAGS,
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 
 # Records every fetch the page makes, the most snapshot requests ever in flight at once, and each
 # snapshot's answer (label@box per face).
@@ -73,18 +65,6 @@ def artifacts_dir() -> Path:
     path = Path(root) / "browser"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def write_y4m(rgb: np.ndarray, path: Path, frames: int = VIDEO_FPS, fps: int = VIDEO_FPS) -> tuple[int, int]:
-    """A still photo as a short 4:2:0 Y4M clip (Chromium loops it). Returns the frame (width, height)."""
-    height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2  # 4:2:0 needs even sides
-    i420 = cv2.cvtColor(np.ascontiguousarray(rgb[:height, :width]), cv2.COLOR_RGB2YUV_I420)
-    with open(path, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n")
-            fh.write(i420.tobytes())
-    return width, height
 
 
 def scenes_by_rule(samples: list[SceneSample]) -> list[SceneSample]:
@@ -135,18 +115,6 @@ def describe(shown: dict) -> str:
     return "; ".join(f"{f['text']} at {f['box']}" for f in shown["faces"])
 
 
-def check_found(shown: dict, sample: SceneSample) -> list[str]:
-    """Each annotated face must be shown (a box with IoU >= 0.3 after scaling)."""
-    sx, sy = shown["width"] / sample.width, shown["height"] / sample.height
-    problems = []
-    for ann in sample.faces:
-        box = scale_box(ann, sx, sy)
-        best = max((iou(box, tuple(f["box"])) for f in shown["faces"]), default=0.0)
-        if best < IOU_MATCH:
-            problems.append(f"{ann.label} face at {box} not shown (best IoU {best:.2f})")
-    return problems
-
-
 def as_answer(faces: list[dict]) -> list[str]:
     return [f"{f['label']}@{','.join(map(str, f['box']))}" for f in faces]
 
@@ -165,24 +133,6 @@ def check_upload_answer(live_server: str, sample: SceneSample, shown: dict) -> N
     assert as_answer(shown["faces"]) == as_answer(r.json()["faces"]), (describe(shown), r.json()["faces"])
     for f, g in zip(shown["faces"], r.json()["faces"], strict=True):
         assert f["probability"] == pytest.approx(g["mask_probability"], abs=1e-4)
-
-
-def scale_box(ann: AnnotatedFace, sx: float, sy: float) -> tuple[int, int, int, int]:
-    x, y, w, h = ann.box
-    return round(x * sx), round(y * sy), round(w * sx), round(h * sy)
-
-
-def overlay_painted_pixels(page: Page) -> int:
-    """How many overlay pixels are painted: boxes really drawn, not just listed."""
-    return page.evaluate(
-        """() => {
-          const c = document.getElementById('overlay');
-          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-          let n = 0;
-          for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-          return n;
-        }"""
-    )
 
 
 # ---------------------------------------------------------------- fixtures

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Reque
 
 from masklite.card import load_card
 from tests.conftest import SceneSample, ServerFactory
-from tests.web.test_browser import FLAGS, check_labels, overlay_painted_pixels, scene, write_y4m
+from tests.helpers.browser import FLAGS, check_found, overlay_painted_pixels, scene, write_y4m
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
 
@@ -114,7 +114,7 @@ def wait_frames(page: Page, mode: str, frames: int = 3) -> dict:
 
 
 def shown_faces(state: dict) -> dict:
-    """window.masklite in the shape test_browser.check_labels reads."""
+    """window.masklite in the shape tests.helpers.browser.check_found reads."""
     return {
         "width": state["image"]["width"],
         "height": state["image"]["height"],
@@ -147,7 +147,7 @@ def test_device_mode_sends_no_frame(
         print(
             f"\n{device}: device mode, {state['fps']:.1f} frames/s (under load), stages {state['stages_ms']}"
         )
-        assert not check_labels(shown_faces(state), camera_scene), state["faces"]
+        assert not check_found(shown_faces(state), camera_scene), state["faces"]
         assert set(state["stages_ms"]) >= {"detect", "classify", "draw"}
         assert overlay_painted_pixels(page) > 500
         # the browser's request log: only GETs of the page, its files and the model files; no predict, no
@@ -185,7 +185,7 @@ def test_a_photo_is_checked_on_the_device_too(
         page.wait_for_function("() => window.masklite.source === 'upload'", timeout=WAIT_MS)
         state = page.evaluate("() => JSON.parse(JSON.stringify(window.masklite))")
         assert (state["image"]["width"], state["image"]["height"]) == (sample.width, sample.height)
-        assert not check_labels(shown_faces(state), sample), state["faces"]
+        assert not check_found(shown_faces(state), sample), state["faces"]
         assert not posts, posts  # the photo never left the page
     finally:
         context.close()
@@ -248,7 +248,7 @@ def test_server_mode_sends_the_next_frame_when_the_answer_arrives(
             f"\nserver mode: {state['fps']:.1f} frames/s (under load), gaps {statistics.median(gaps):.1f} ms"
         )
         assert statistics.median(gaps) < 100, gaps
-        assert not check_labels(shown_faces(state), camera_scene), state["faces"]
+        assert not check_found(shown_faces(state), camera_scene), state["faces"]
         assert state["fps"] > 0 and page.inner_text("#latency").endswith("ms")
         assert {"request", "server", "draw"} <= set(state["stages_ms"])
     finally:
@@ -279,7 +279,7 @@ def test_device_mode_works_offline_after_the_first_visit(
         page.reload()
         state = wait_frames(page, "device")
         assert state["fallback"] is None
-        assert not check_labels(shown_faces(state), camera_scene), state["faces"]
+        assert not check_found(shown_faces(state), camera_scene), state["faces"]
         # and the server really is out of reach from this context
         assert page.evaluate("() => fetch('/health/live').then(() => 'reached', () => 'unreachable')") == (
             "unreachable"
@@ -342,7 +342,7 @@ def test_no_webassembly_simd_falls_back_to_the_server_and_says_why(
         state = wait_frames(page, "server")
         assert "no SIMD" in message(page) and "server" in message(page), message(page)
         assert "no SIMD" in state["fallback"]
-        assert not check_labels(shown_faces(state), camera_scene), state["faces"]
+        assert not check_found(shown_faces(state), camera_scene), state["faces"]
     finally:
         context.close()
 
@@ -407,7 +407,7 @@ def test_phone_over_https_with_the_generated_certificate(
         page.goto(url + "/?mode=device")
         state = wait_frames(page, "device")
         assert page.evaluate("() => window.isSecureContext && location.protocol") == "https:"
-        assert not check_labels(shown_faces(state), camera_scene), state["faces"]
+        assert not check_found(shown_faces(state), camera_scene), state["faces"]
         # the service worker installs over this certificate: offline use works from here too
         assert page.evaluate("async () => !!(await navigator.serviceWorker.ready).active")
         context.close()
