@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from masklite.faces import YuNet
+from masklite.faces import YuNet, match_boxes
 
 SIZE = (640, 480)  # width, height of every clip
 Rect = tuple[float, float, float, float]  # x, y, w, h in scene pixels
@@ -118,19 +118,7 @@ def overlap_share(a: Sequence[int], b: Sequence[int]) -> float:
 
 def match_faces(truth: Sequence[Box], found: Sequence[Box]) -> list[tuple[int, int]]:
     """Greedy one-to-one matching, best overlap share first: [(truth index, found index)]."""
-    scored = sorted(((overlap_share(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
-                    reverse=True)  # fmt: skip
-    used_t: set[int] = set()
-    used_f: set[int] = set()
-    out = []
-    for share, i, j in scored:
-        if share < MATCH_SHARE:
-            break
-        if i not in used_t and j not in used_f:
-            used_t.add(i)
-            used_f.add(j)
-            out.append((i, j))
-    return out
+    return match_boxes(truth, found, MATCH_SHARE, overlap=overlap_share)
 
 
 def annotation_complete(directory: Path, stem: str, detector: YuNet) -> bool:

@@ -27,12 +27,16 @@ from bench.images import TARGET_SIZE, load_scenes, make_target_image, scenes_dir
 from bench.server import start_server
 
 CAMERA_FPS = 30
-CHROMIUM_FLAGS = [
+# how this project starts Chromium headless: the device benchmark and the browser tests alike
+HEADLESS_CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--no-first-run",
     "--disable-background-networking",
+]
+CHROMIUM_FLAGS = [
+    *HEADLESS_CHROMIUM_FLAGS,
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]

@@ -34,6 +34,16 @@ def child_pids(pid: int) -> list[int]:
         return []
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, `grace_s` to shut down cleanly, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 @dataclass
 class ServerProcess:
     url: str
@@ -89,12 +99,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop_process(self.proc, grace_s=20)
 
     def __enter__(self) -> ServerProcess:
         return self

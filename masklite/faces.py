@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -455,9 +455,12 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(truth: Sequence[Box], found: Sequence[Box], threshold: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching by IoU, best pairs first: [(truth index, found index)]."""
-    scored = ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found))
+def match_boxes(
+    truth: Sequence[Box], found: Sequence[Box], threshold: float, overlap: Callable[[Box, Box], float] = iou
+) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching, best pairs first, none scoring under `threshold`: [(truth index, found
+    index)]. `overlap` scores a pair: IoU unless the caller measures overlap its own way."""
+    scored = ((overlap(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found))
     pairs = sorted(scored, reverse=True)
     used_t: set[int] = set()
     used_f: set[int] = set()

@@ -1,6 +1,7 @@
 """How a job route submits a job: body -> checks -> queue -> 202, in the project's error envelope.
 
-    start_job(request, kind, Model, uploads, prepare)   a job route, whole
+    job_router(), job_route(router, path, Model, ...)   declare a job route
+    start_job(request, kind, Model, uploads, prepare)   a job route's body, whole
     submit_job(request, kind, params, public)           -> 202 {job_id, state, status_url}; 429 / 503
     get_jobs(request)                                   the app's JobQueue (started in create_app's lifespan)
 
@@ -15,16 +16,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from masklite.card import ModelCard, load_card
-from service.bodies import Part, PartRule, read_job_body
+from service.bodies import Part, PartRule, job_body_doc, read_job_body
 from service.errors import ApiError, error_responses
 from service.jobqueue.model import QueueFull, StorageUnavailable, UnknownKind
 from service.jobqueue.queue import JobQueue
 from service.schemas import JobAccepted
+from service.security import require_job_access
 from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,6 +38,18 @@ JOB_ROUTE: dict[str, Any] = {
     "response_model": JobAccepted,
     "responses": error_responses(400, 401, 403, 413, 415, 422, 429, 503),
 }
+
+
+def job_router() -> APIRouter:
+    """A router of job routes: tagged "jobs", every route behind require_job_access."""
+    return APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
+
+
+def job_route(
+    router: APIRouter, path: str, params: type[BaseModel], uploads: Mapping[str, dict[str, Any]], summary: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """Declares a POST route that starts a job (JOB_ROUTE), its body documented by job_body_doc."""
+    return router.post(path, openapi_extra=job_body_doc(params, uploads), summary=summary, **JOB_ROUTE)
 
 
 def get_jobs(request: Request) -> JobQueue:

@@ -40,6 +40,7 @@ from typing import NoReturn
 import httpx
 import pytest
 
+from bench.server import stop_process
 from masklite.faces import iou  # noqa: F401 - re-exported: the tests match boxes with it
 from masklite.paths import resolve_detector_path
 from tests.helpers.skips import SkipLog
@@ -263,12 +264,7 @@ class ServerHandle:
 
     def stop(self) -> None:
         if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop_process(self.proc, grace_s=15)
 
 
 class ServerFactory:

@@ -22,15 +22,14 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
-from service.jobqueue.artifacts import ArtifactStore
 from service.jobqueue.locks import HostJobLock
 from service.jobqueue.model import DONE, FAILED, QUEUED, RUNNING, Job, JobKind, StorageUnavailable, job_kind
 from service.jobqueue.process import death_reason, job_main, kill_group
-from service.jobqueue.store import JobStore
+from service.jobqueue.recorder import JobRecorder
 
 log = logging.getLogger("masklite.jobs")
 
@@ -64,28 +63,8 @@ def worker_process_gone(worker: str | None) -> bool:
         return False
 
 
-class JobRunnerOwner(Protocol):
-    """What a job runner needs of its JobQueue (service/jobqueue/queue.py), which owns it."""
-
-    store: JobStore
-    artifacts: ArtifactStore
-    input_ttl_s: int
-
-    def finish(
-        self,
-        job_id: str,
-        state: str,
-        error: str | None = None,
-        result: dict | None = None,
-        worker: str | None = None,
-        retry: bool = False,
-    ) -> bool: ...
-
-    def finished_elsewhere(self, job_id: str) -> None: ...
-
-
 class JobRunner:
-    def __init__(self, queue: JobRunnerOwner, slots: int, nice: int, lock_dir: Path):
+    def __init__(self, queue: JobRecorder, slots: int, nice: int, lock_dir: Path):
         self.queue = queue
         self.slots = slots
         self.nice = nice

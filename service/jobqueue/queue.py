@@ -11,7 +11,6 @@ runner had claimed go back to the queue.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pickle
 import threading
@@ -34,6 +33,7 @@ from service.jobqueue.model import (
     UnknownKind,
     job_kind,
 )
+from service.jobqueue.recorder import JobRecorder
 from service.jobqueue.store import JobStore, open_store
 
 log = logging.getLogger("masklite.jobs")
@@ -42,7 +42,7 @@ LOST = "the worker {who} stopped renewing its lease for {secs:.0f} s (killed, or
 RETRY_AFTER_S = 10
 
 
-class JobQueue:
+class JobQueue(JobRecorder):
     def __init__(
         self,
         jobs_dir: Path,
@@ -191,46 +191,6 @@ class JobQueue:
         return self.store.get(job_id)
 
     # ------------------------------------------------------------ finishing, reaping
-
-    def finish(
-        self,
-        job_id: str,
-        state: str,
-        error: str | None = None,
-        result: dict | None = None,
-        worker: str | None = None,
-        retry: bool = False,
-    ) -> bool:
-        """Record the end of a job with its artifact list, then prune. `retry`: keep trying while the
-        broker is away (a result must not be lost to a Redis restart)."""
-        deadline = time.monotonic() + (self.lease_s if retry else 0)
-        while True:
-            try:
-                applied = self.store.finish(
-                    job_id, state, error, result, self.artifacts.list(job_id), worker=worker
-                )
-                break
-            except StorageUnavailable as exc:
-                if time.monotonic() >= deadline:
-                    log.error("job %s: could not record %s: %s", job_id, state, exc)
-                    return False
-                time.sleep(1)
-        if applied:
-            log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
-            self._prune()
-        else:
-            self.finished_elsewhere(job_id)
-        return applied
-
-    def finished_elsewhere(self, job_id: str) -> None:
-        """A job ended by a cancel or the reaper still lists what it wrote."""
-        with contextlib.suppress(StorageUnavailable):
-            self.store.set_artifacts(job_id, self.artifacts.list(job_id))
-            self._prune()
-
-    def _prune(self) -> None:
-        for job_id in self.store.prune(self.keep):
-            self.artifacts.delete(job_id)
 
     def reap(self) -> None:
         """Jobs whose runner is gone (on this host: at once; anywhere: after the lease): running ones fail

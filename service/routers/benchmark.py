@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from service.benchmark_job import MAX_UPLOADED_IMAGES, BenchmarkRequest, benchmark_params
-from service.bodies import PartRule, job_body_doc
-from service.jobsubmit import JOB_ROUTE, start_job
-from service.security import require_job_access
+from service.bodies import PartRule
+from service.jobsubmit import job_route, job_router, start_job
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
+router = job_router()
 
 _IMAGES_DOC = {
     "type": "array",
@@ -32,11 +31,12 @@ _IMAGES_DOC = {
 }
 
 
-@router.post(
+@job_route(
+    router,
     "/v1/benchmark",
-    openapi_extra=job_body_doc(BenchmarkRequest, {"images": _IMAGES_DOC}),
+    BenchmarkRequest,
+    {"images": _IMAGES_DOC},
     summary="Start a benchmark job: classifier and pipeline latency, HTTP overhead, scenes recall",
-    **JOB_ROUTE,
 )
 async def start_benchmark(request: Request) -> JSONResponse:
     settings = request.app.state.settings

@@ -13,16 +13,15 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError, error_responses
 from service.jobqueue.model import FINISHED, StorageUnavailable
 from service.jobqueue.queue import JobQueue
-from service.jobsubmit import get_jobs, status_url
+from service.jobsubmit import get_jobs, job_router, status_url
 from service.schemas import JobState
-from service.security import require_job_access
 
 log = logging.getLogger("masklite.jobs")
 
@@ -30,7 +29,7 @@ MEDIA_TYPES = {"png": "image/png", "csv": "text/csv", "json": "application/json"
                "md": "text/markdown", "jsonl": "application/x-ndjson", "mp4": "video/mp4"}  # fmt: skip
 
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
+router = job_router()
 
 
 class JobSummary(BaseModel):

@@ -12,24 +12,24 @@ Without an upload the job uses the evaluation set shipped beside the models (mod
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from service.bodies import PartRule, job_body_doc
-from service.jobsubmit import JOB_ROUTE, start_job
+from service.bodies import PartRule
+from service.jobsubmit import job_route, job_router, start_job
 from service.robustness_job import GridSpec, robustness_params
-from service.security import require_job_access
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
+router = job_router()
 
 _EVALSET_DOC = {"type": "string", "format": "binary", "description": "zip, a folder per label"}
 
 
-@router.post(
+@job_route(
+    router,
     "/v1/robustness",
-    openapi_extra=job_body_doc(GridSpec, {"evalset": _EVALSET_DOC}),
+    GridSpec,
+    {"evalset": _EVALSET_DOC},
     summary="Start a robustness job: perturb each layer's weights, re-measure accuracy",
-    **JOB_ROUTE,
 )
 async def start_robustness(request: Request) -> JSONResponse:
     zip_limit = request.app.state.settings.evalset_max_bytes

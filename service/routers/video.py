@@ -11,24 +11,24 @@ The job (GET /v1/jobs/{id}) reports progress, can be cancelled (DELETE), and end
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from service.bodies import PartRule, job_body_doc
-from service.jobsubmit import JOB_ROUTE, start_job
-from service.security import require_job_access
+from service.bodies import PartRule
+from service.jobsubmit import job_route, job_router, start_job
 from service.videojob import VideoRequest, video_params
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_job_access)])
+router = job_router()
 
 _FILE_DOC = {"type": "string", "format": "binary", "description": "mp4, webm, mov, avi, mkv or gif"}
 
 
-@router.post(
+@job_route(
+    router,
     "/v1/video",
-    openapi_extra=job_body_doc(VideoRequest, {"file": _FILE_DOC}),
+    VideoRequest,
+    {"file": _FILE_DOC},
     summary="Start a video job: track faces, one mask label per person, compliance over time",
-    **JOB_ROUTE,
 )
 async def start_video(request: Request) -> JSONResponse:
     settings = request.app.state.settings

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.device import HEADLESS_CHROMIUM_FLAGS
 from tests.conftest import skip_or_fail
 
 CHROMIUM = Path(os.environ.get("MASKLITE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_FLAGS = [*HEADLESS_CHROMIUM_FLAGS, "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
