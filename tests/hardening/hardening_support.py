@@ -11,11 +11,25 @@ from __future__ import annotations
 import os
 import struct
 import time
+import uuid
 import zlib
 from pathlib import Path
 
 import httpx
 import pytest
+
+# every route that spends the host's CPU on a job or reads job results: behind the key (or loopback only)
+JOB_ID = str(uuid.UUID(int=1, version=4))
+JOB_ROUTES = [
+    ("GET", "/v1/jobs"),
+    ("GET", f"/v1/jobs/{JOB_ID}"),
+    ("DELETE", f"/v1/jobs/{JOB_ID}"),
+    ("GET", f"/v1/jobs/{JOB_ID}/heatmap.png"),
+    ("GET", f"/v1/jobs/{JOB_ID}/artifacts/grid.csv"),
+    ("POST", "/v1/robustness"),
+    ("POST", "/v1/benchmark"),
+    ("POST", "/v1/video"),
+]
 
 PROFILE = os.environ.get("MASKLITE_HARDENING_PROFILE", "ci").strip().lower() or "ci"
 LONG = PROFILE == "long"

@@ -22,7 +22,6 @@ import base64
 import io
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,11 +30,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ServerFactory, ServerHandle
-from tests.hardening.hardening_support import assert_envelope
+from tests.hardening.hardening_support import JOB_ID, JOB_ROUTES, assert_envelope
 
 API_KEY = "access-key-7f3a"
 ORIGIN = "https://app.example"
-JOB_ID = str(uuid.UUID(int=1, version=4))
 
 
 def jpeg(size: int = 96) -> bytes:
@@ -74,16 +72,7 @@ def anon(keyed: ServerHandle) -> Iterator[httpx.Client]:
 
 # ---------------------------------------------------------------- API key
 
-KEYED_ROUTES = [
-    ("GET", "/v1/jobs"),
-    ("GET", f"/v1/jobs/{JOB_ID}"),
-    ("DELETE", f"/v1/jobs/{JOB_ID}"),
-    ("GET", f"/v1/jobs/{JOB_ID}/heatmap.png"),
-    ("GET", f"/v1/jobs/{JOB_ID}/artifacts/grid.csv"),
-    ("POST", "/v1/robustness"),
-    ("POST", "/v1/benchmark"),
-    ("POST", "/v1/video"),
-]
+KEYED_ROUTES = JOB_ROUTES
 # a body the route rejects as invalid (422) once authorised, so no job is started by these checks
 INVALID_BODY = {"/v1/robustness": {"surprise": 1}, "/v1/benchmark": {"runs": -1}, "/v1/video": {"stride": 0}}
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -18,18 +17,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, ServerFactory, ServerHandle, free_port
-from tests.hardening.hardening_support import assert_envelope
-
-JOB_ID = str(uuid.UUID(int=1, version=4))
-JOB_ROUTES = [
-    ("GET", "/v1/jobs"),
-    ("GET", f"/v1/jobs/{JOB_ID}"),
-    ("DELETE", f"/v1/jobs/{JOB_ID}"),
-    ("GET", f"/v1/jobs/{JOB_ID}/heatmap.png"),
-    ("GET", f"/v1/jobs/{JOB_ID}/artifacts/grid.csv"),
-    ("POST", "/v1/robustness"),
-    ("POST", "/v1/benchmark"),
-]
+from tests.hardening.hardening_support import JOB_ROUTES, assert_envelope
 
 
 def test_the_default_bind_is_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
