@@ -373,6 +373,11 @@ SLOW: dict[str, str] = {
     "tests/service/test_service_metrics.py::test_metrics_are_summed_over_the_workers": "2 workers (17 s)",
     "tests/test_suite_infra.py::test_missing_scenes_fail_under_ci_and_skip_locally": "2 pytest runs (8 s)",
     "tests/test_suite_infra.py::test_an_unlisted_skip_fails_the_ci_session": "a pytest run (4 s)",
+    "tests/video/test_video_service.py": "video jobs on a live server, RTSP and HTTP streams (30 s)",
+    "tests/video/test_cli.py": "the CLI on encoded clips, in-process and through a server (12 s)",
+    "tests/video/test_video_core.py::test_rtsp_stream_is_read_at_its_own_rate_without_growing_lag": (
+        "a real RTSP stream on loopback (8 s)"
+    ),
 }
 
 
