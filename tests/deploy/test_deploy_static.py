@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -43,18 +44,23 @@ def test_compose_config_is_valid() -> None:
         assert result.returncode == 0, result.stderr
 
 
-def test_compose_api_service_settings() -> None:
-    import json
-
+def compose_config(*files: str, profile: str | None = None) -> dict:
+    """`docker-compose config` of these files, merged in order (with `--profile` when given), as JSON."""
+    args = [arg for f in files for arg in ("-f", f)] + (["--profile", profile] if profile else [])
     result = subprocess.run(
-        [tool("docker-compose"), "-f", "docker-compose.yml", "config", "--format", "json"],
+        [tool("docker-compose"), *args, "config", "--format", "json"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    api = json.loads(result.stdout)["services"]["api"]
+    return json.loads(result.stdout)
+
+
+def test_compose_api_service_settings() -> None:
+
+    api = compose_config("docker-compose.yml")["services"]["api"]
     assert api["build"]["target"] == "runtime"
     assert api["healthcheck"]["test"][0] == "CMD" and "/health/ready" in " ".join(api["healthcheck"]["test"])
     assert api["restart"] in ("unless-stopped", "always", "on-failure")
@@ -68,16 +74,8 @@ def test_compose_scale_profile() -> None:
     """Replicas and workers share the image, the jobs volume and Redis; only the balancer is published;
     Redis keeps an append-only file on its own volume; `--profile scale` leaves the plain `api` off (it
     would publish the same port), `docker compose up` starts it alone (COMPOSE_PROFILES in .env)."""
-    import json
-
-    def config(*profile: str) -> dict:
-        result = subprocess.run(
-            [tool("docker-compose"), "-f", "docker-compose.yml", *profile, "config", "--format", "json"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        return json.loads(result.stdout)["services"]
-
-    plain, scale = config(), config("--profile", "scale")
+    plain = compose_config("docker-compose.yml")["services"]
+    scale = compose_config("docker-compose.yml", profile="scale")["services"]
     assert set(plain) == {"api"} and set(scale) == {"replica", "worker", "redis", "lb"}
     replica, worker, redis, lb = (scale[s] for s in ("replica", "worker", "redis", "lb"))
     assert replica["image"] == worker["image"] == plain["api"]["image"]
@@ -170,26 +168,8 @@ def test_image_builds_from_the_repository_alone() -> None:
 
 def test_compose_https_override() -> None:
     """docker/compose.https.yml: the api on HTTPS, its certificate in a volume, health checked on HTTPS."""
-    import json
 
-    result = subprocess.run(
-        [
-            tool("docker-compose"),
-            "-f",
-            "docker-compose.yml",
-            "-f",
-            "docker/compose.https.yml",
-            "config",
-            "--format",
-            "json",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    api = json.loads(result.stdout)["services"]["api"]
+    api = compose_config("docker-compose.yml", "docker/compose.https.yml")["services"]["api"]
     env = api["environment"]
     assert env["MASKLITE_TLS"] == "self-signed"
     assert any(v["target"] == env["MASKLITE_TLS_DIR"] and v["type"] == "volume" for v in api["volumes"])
